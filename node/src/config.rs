@@ -1,0 +1,323 @@
+//! Node configuration: every flag of `corral node`, its environment variable and its default.
+//!
+//! The clap attributes below are the one place where flags and defaults are defined; `Default`
+//! parses an empty command line through them, so the CLI, the library and `docs/node.md` cannot
+//! drift apart.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+
+use crate::identity::NodeId;
+
+/// Everything a node needs to start. Build it from the command line (it is a clap [`Args`]) or
+/// from [`NodeConfig::default`] and adjust fields.
+#[derive(Debug, Clone, Args)]
+pub struct NodeConfig {
+    /// Address the node listens on for Socket.IO, the app page, health and metrics.
+    #[arg(long, env = "CORRAL_LISTEN", default_value = "127.0.0.1:4001")]
+    pub listen: SocketAddr,
+
+    /// Stable identity of this node in the cluster (letters, digits, `-`, `_`; at most 64).
+    /// Defaults to `<hostname>-<port>`, which is stable across restarts on the same host.
+    #[arg(long, env = "CORRAL_NODE_ID")]
+    pub node_id: Option<NodeId>,
+
+    /// Which built-in app handles Socket.IO events.
+    #[arg(long, env = "CORRAL_APP", value_enum, default_value_t = AppKind::Chat)]
+    pub app: AppKind,
+
+    /// HTTP path of the Socket.IO endpoint.
+    #[arg(long, env = "CORRAL_PATH", default_value = "/socket.io")]
+    pub path: String,
+
+    /// How often the server pings each client (Engine.IO `pingInterval`).
+    #[arg(long, env = "CORRAL_PING_INTERVAL", default_value = "25s")]
+    pub ping_interval: humantime::Duration,
+
+    /// How long the server waits for a pong before closing the session (`pingTimeout`).
+    #[arg(long, env = "CORRAL_PING_TIMEOUT", default_value = "20s")]
+    pub ping_timeout: humantime::Duration,
+
+    /// Largest accepted Engine.IO payload in bytes: one polling POST body or one WebSocket message.
+    #[arg(long, env = "CORRAL_MAX_PAYLOAD", default_value_t = 100_000)]
+    pub max_payload: u64,
+
+    /// How long a client may take to join a namespace after the Engine.IO handshake.
+    #[arg(long, env = "CORRAL_CONNECT_TIMEOUT", default_value = "45s")]
+    pub connect_timeout: humantime::Duration,
+
+    /// Transports offered to clients, comma separated. `websocket` alone disables long-polling.
+    #[arg(
+        long,
+        env = "CORRAL_TRANSPORTS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "polling,websocket"
+    )]
+    pub transports: Vec<Transport>,
+
+    /// Origin allowed to reach the node from a browser on another origin (repeatable, or comma
+    /// separated in the environment; `*` allows any). Without it only same-origin pages connect.
+    #[arg(
+        long = "cors-origin",
+        env = "CORRAL_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// On SIGTERM/SIGINT: how long the node may take to hand its clients off and exit.
+    #[arg(long, env = "CORRAL_DRAIN_TIMEOUT", default_value = "30s")]
+    pub drain_timeout: humantime::Duration,
+
+    /// Bytes of the read buffer each WebSocket connection allocates. Smaller saves memory per idle
+    /// connection; larger saves system calls for big messages.
+    #[arg(long, env = "CORRAL_WS_READ_BUFFER_SIZE", default_value_t = 4096)]
+    pub ws_read_buffer_size: usize,
+
+    /// Packets that may queue for one client before emits to it fail (per-socket buffer).
+    #[arg(long, env = "CORRAL_MAX_BUFFER_SIZE", default_value_t = 128)]
+    pub max_buffer_size: usize,
+
+    /// The `socket.io-client` browser bundle served at `/assets/socket.io.min.js` for the chat page
+    /// (installed by `npm ci`).
+    #[arg(
+        long,
+        env = "CORRAL_CLIENT_BUNDLE",
+        default_value = "node_modules/socket.io-client/dist/socket.io.min.js"
+    )]
+    pub client_bundle: PathBuf,
+}
+
+/// The built-in Socket.IO applications a node can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AppKind {
+    /// The chat demo: rooms, nicknames, messages to the room, typing indicators.
+    Chat,
+    /// The bench protocol used by `corral loadtest` and the cross-node checks (`docs/loadtest.md`).
+    Bench,
+    /// The reference server of the Socket.IO v5 and Engine.IO v4 protocol test suites.
+    Conformance,
+}
+
+impl AppKind {
+    /// Name used on the command line, in logs and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppKind::Chat => "chat",
+            AppKind::Bench => "bench",
+            AppKind::Conformance => "conformance",
+        }
+    }
+}
+
+/// An Engine.IO transport a node can offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    Websocket,
+}
+
+/// Settings the protocol test suites require of their reference server; `--app conformance`
+/// applies them over whatever the flags say.
+pub mod conformance {
+    use std::time::Duration;
+
+    /// `pingInterval` of the reference server.
+    pub const PING_INTERVAL: Duration = Duration::from_millis(300);
+    /// `pingTimeout` of the reference server.
+    pub const PING_TIMEOUT: Duration = Duration::from_millis(200);
+    /// `maxPayload` of the reference server.
+    pub const MAX_PAYLOAD: u64 = 1_000_000;
+    /// `connectTimeout` of the reference server.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+}
+
+/// A configuration error found before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--transports` was empty.
+    #[error("--transports needs at least one of: polling, websocket")]
+    NoTransport,
+    /// `--path` does not start with `/` or is the root.
+    #[error("--path must start with '/' and name a path below the root, got {0:?}")]
+    BadPath(String),
+    /// A timing flag was zero.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+    /// `--max-payload` is too small to carry a handshake or an event.
+    #[error("--max-payload must be at least 1024 bytes, got {0}")]
+    TinyPayload(u64),
+    /// A size flag was zero.
+    #[error("{0} must be greater than zero")]
+    ZeroSize(&'static str),
+    /// A `--cors-origin` value is neither `*` nor an `scheme://host[:port]` origin.
+    #[error("--cors-origin {0:?} is not an origin like https://example.com or *")]
+    BadOrigin(String),
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        // Parse an empty command line with the environment switched off, so the defaults come
+        // from the attributes above and nowhere else.
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: NodeConfig,
+        }
+        let cmd = Wrapper::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = cmd
+            .try_get_matches_from(["corral-node"])
+            .unwrap_or_else(|err| panic!("node flag defaults must parse: {err}"));
+        Wrapper::from_arg_matches(&matches)
+            .unwrap_or_else(|err| panic!("node flag defaults must parse: {err}"))
+            .config
+    }
+}
+
+impl NodeConfig {
+    /// Checks the values clap cannot check alone and applies the conformance overrides.
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        self.transports.sort_by_key(|t| *t as u8);
+        self.transports.dedup();
+        if self.transports.is_empty() {
+            return Err(ConfigError::NoTransport);
+        }
+        let path = self.path.trim_end_matches('/');
+        if !path.starts_with('/') || path.is_empty() {
+            return Err(ConfigError::BadPath(self.path));
+        }
+        self.path = path.to_owned();
+        for (name, value) in [
+            ("--ping-interval", *self.ping_interval),
+            ("--ping-timeout", *self.ping_timeout),
+            ("--connect-timeout", *self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        if self.max_payload < 1024 {
+            return Err(ConfigError::TinyPayload(self.max_payload));
+        }
+        for (name, value) in [
+            ("--ws-read-buffer-size", self.ws_read_buffer_size),
+            ("--max-buffer-size", self.max_buffer_size),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroSize(name));
+            }
+        }
+        for origin in &self.cors_origins {
+            if !is_origin(origin) {
+                return Err(ConfigError::BadOrigin(origin.clone()));
+            }
+        }
+        if self.app == AppKind::Conformance {
+            self.ping_interval = conformance::PING_INTERVAL.into();
+            self.ping_timeout = conformance::PING_TIMEOUT.into();
+            self.max_payload = conformance::MAX_PAYLOAD;
+            self.connect_timeout = conformance::CONNECT_TIMEOUT.into();
+            self.cors_origins = vec!["*".to_owned()];
+        }
+        Ok(self)
+    }
+
+    /// The node id: the configured one, or `<hostname>-<port>`.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| NodeId::from_host(self.listen.port()))
+    }
+}
+
+/// `*` or `scheme://host[:port]` without a path: what browsers send in `Origin`.
+fn is_origin(value: &str) -> bool {
+    if value == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' '])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn defaults_come_from_the_flag_definitions() {
+        let config = NodeConfig::default();
+        assert_eq!(config.listen, "127.0.0.1:4001".parse().unwrap());
+        assert_eq!(*config.ping_interval, Duration::from_secs(25));
+        assert_eq!(*config.ping_timeout, Duration::from_secs(20));
+        assert_eq!(*config.drain_timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.transports,
+            [Transport::Polling, Transport::Websocket]
+        );
+        assert!(config.cors_origins.is_empty());
+        assert_eq!(config.app, AppKind::Chat);
+    }
+
+    #[test]
+    fn conformance_applies_the_reference_timings() {
+        let config = NodeConfig {
+            app: AppKind::Conformance,
+            ..NodeConfig::default()
+        }
+        .validated()
+        .unwrap();
+        assert_eq!(*config.ping_interval, Duration::from_millis(300));
+        assert_eq!(*config.ping_timeout, Duration::from_millis(200));
+        assert_eq!(config.max_payload, 1_000_000);
+        assert_eq!(*config.connect_timeout, Duration::from_millis(1000));
+        assert_eq!(config.cors_origins, ["*"]);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_name() {
+        let err = NodeConfig {
+            transports: vec![],
+            ..NodeConfig::default()
+        }
+        .validated()
+        .unwrap_err();
+        assert!(err.to_string().contains("--transports"), "{err}");
+
+        let err = NodeConfig {
+            cors_origins: vec!["example.com/x".into()],
+            ..NodeConfig::default()
+        }
+        .validated()
+        .unwrap_err();
+        assert!(err.to_string().contains("--cors-origin"), "{err}");
+
+        let err = NodeConfig {
+            path: "socket".into(),
+            ..NodeConfig::default()
+        }
+        .validated()
+        .unwrap_err();
+        assert!(err.to_string().contains("--path"), "{err}");
+    }
+
+    #[test]
+    fn origins_are_recognised() {
+        assert!(is_origin("*"));
+        assert!(is_origin("http://localhost:3000"));
+        assert!(is_origin("https://chat.example.com"));
+        assert!(!is_origin("chat.example.com"));
+        assert!(!is_origin("https://chat.example.com/path"));
+        assert!(!is_origin("https://"));
+    }
+}

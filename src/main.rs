@@ -1,0 +1,114 @@
+//! `corral`: the command-line entry of a Corral cluster. It only parses arguments, sets up
+//! logging and signals, and hands over to the library crates.
+
+use std::{io::IsTerminal, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use corral_node::{Node, NodeConfig};
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::oneshot,
+};
+use tracing_subscriber::EnvFilter;
+
+/// Corral: a horizontally scaled Socket.IO cluster.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about, long_about = None)]
+struct Cli {
+    /// Log output: `pretty` for people, `json` for log pipelines. Levels come from `CORRAL_LOG`
+    /// or `RUST_LOG` (default `info`).
+    #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a Socket.IO worker node (chat demo, bench protocol or conformance server).
+    ///
+    /// Serves Socket.IO at /socket.io/ (long-polling and WebSocket), /healthz, /readyz and
+    /// /metrics. On SIGTERM or SIGINT it drains: /readyz turns 503, new sessions are refused,
+    /// connected clients are handed off so they reconnect, and the process exits within
+    /// --drain-timeout. A second signal exits at once.
+    Node(NodeConfig),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = std::env::var("CORRAL_LOG")
+        .ok()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Resolves on the next SIGTERM or SIGINT.
+async fn next_signal(term: &mut Signal, int: &mut Signal) {
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let node = Node::bind(config).await?;
+    let (drain_tx, drain_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        next_signal(&mut term, &mut int).await;
+        drain_tx.send(()).ok();
+        next_signal(&mut term, &mut int).await;
+        tracing::warn!("second signal: exiting without finishing the drain");
+        std::process::exit(130);
+    });
+    node.run(async {
+        drain_rx.await.ok();
+    })
+    .await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(%err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node(config) => run_node(config).await,
+        }
+    });
+    // Do not wait for stray tasks (e.g. sockets still closing) after the node has stopped.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

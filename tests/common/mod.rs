@@ -1,0 +1,247 @@
+//! Shared helpers of the integration tests: start `corral node` as a real process on a free
+//! port, and speak raw HTTP and WebSocket to it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// A `corral node` child process, killed when dropped.
+pub struct NodeProcess {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl NodeProcess {
+    /// Starts `corral node --listen 127.0.0.1:0 <args>` and waits until it listens. The port is
+    /// picked by the OS and read back from the node's JSON log, so tests never collide.
+    pub fn start(args: &[&str]) -> NodeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["--log-format", "json", "node", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("CORRAL_LOG", "info,corral_node=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn corral node");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if json["message"] == "node listening" {
+                        if let Some(addr) = json["listen"].as_str() {
+                            tx.send(addr.parse::<SocketAddr>().expect("listen address")).ok();
+                        }
+                    }
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("node did not start; its log:\n{}", logs.lock().expect("log lock").join("\n"));
+            }
+        };
+        NodeProcess { child, addr, logs }
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// `ws://<addr><path>`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the node would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request on a fresh connection (`Connection: close`) and reads the whole response.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    for (name, value) in headers {
+        request.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body);
+    raw(addr, &request).await
+}
+
+/// GET `path`.
+pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http(addr, "GET", path, &[], b"").await
+}
+
+/// POST `body` to `path` as text.
+pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> HttpResponse {
+    http(addr, "POST", path, &[("Content-Type", "text/plain;charset=UTF-8")], body).await
+}
+
+/// Writes `bytes` on a fresh connection and parses what comes back until the server closes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> HttpResponse {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(bytes).await.expect("write request");
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.expect("read response");
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(15), exchange)
+        .await
+        .expect("response within 15 s");
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> HttpResponse {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
+    let head = String::from_utf8_lossy(&buf[..split]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    HttpResponse { status, headers, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+}
+
+/// Opens an Engine.IO polling session and returns its `sid` and the open packet's JSON.
+pub async fn polling_handshake(addr: SocketAddr, path: &str) -> (String, serde_json::Value) {
+    let res = get(addr, &format!("{path}/?EIO=4&transport=polling")).await;
+    assert_eq!(res.status, 200, "handshake failed: {}", res.text());
+    let text = res.text();
+    let open = text.strip_prefix('0').unwrap_or_else(|| panic!("not an open packet: {text}"));
+    let json: serde_json::Value = serde_json::from_str(open).expect("open packet JSON");
+    let sid = json["sid"].as_str().expect("sid").to_owned();
+    (sid, json)
+}

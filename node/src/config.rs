@@ -70,6 +70,12 @@ pub struct NodeConfig {
     #[arg(long, env = "CORRAL_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: humantime::Duration,
 
+    /// On SIGTERM/SIGINT: how long the node keeps its clients while `/readyz` already says 503,
+    /// so load balancers and gateways stop sending new sessions before the clients reconnect.
+    /// Part of `--drain-timeout`, and must be shorter.
+    #[arg(long, env = "CORRAL_DRAIN_GRACE", default_value = "0s")]
+    pub drain_grace: humantime::Duration,
+
     /// Bytes of the read buffer each WebSocket connection allocates. Smaller saves memory per idle
     /// connection; larger saves system calls for big messages.
     #[arg(long, env = "CORRAL_WS_READ_BUFFER_SIZE", default_value_t = 4096)]
@@ -150,6 +156,14 @@ pub enum ConfigError {
     /// `--max-payload` is too small to carry a handshake or an event.
     #[error("--max-payload must be at least 1024 bytes, got {0}")]
     TinyPayload(u64),
+    /// `--drain-grace` leaves no time to hand clients off.
+    #[error("--drain-grace ({grace}) must be shorter than --drain-timeout ({timeout})")]
+    GraceTooLong {
+        /// The grace period.
+        grace: humantime::Duration,
+        /// The drain timeout.
+        timeout: humantime::Duration,
+    },
     /// A size flag was zero.
     #[error("{0} must be greater than zero")]
     ZeroSize(&'static str),
@@ -198,6 +212,12 @@ impl NodeConfig {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
             }
+        }
+        if *self.drain_grace >= *self.drain_timeout {
+            return Err(ConfigError::GraceTooLong {
+                grace: self.drain_grace,
+                timeout: self.drain_timeout,
+            });
         }
         if self.max_payload < 1024 {
             return Err(ConfigError::TinyPayload(self.max_payload));
@@ -309,6 +329,14 @@ mod tests {
         .validated()
         .unwrap_err();
         assert!(err.to_string().contains("--path"), "{err}");
+
+        let err = NodeConfig {
+            drain_grace: Duration::from_secs(30).into(),
+            ..NodeConfig::default()
+        }
+        .validated()
+        .unwrap_err();
+        assert!(err.to_string().contains("--drain-grace"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Drain order matters. On the drain signal the node first turns `/readyz` to 503 and refuses
 //! new sessions, while it keeps accepting connections so probes and refused clients get an
 //! answer. Then it runs every socket's disconnect logic and closes the Engine.IO transports
-//! (clients see a transport close and reconnect, to another node behind a gateway). Last, it
+//! (clients see a transport close and reconnect, to another node behind a gateway), after an
+//! optional grace period that lets routers notice the 503 first. Last, it
 //! stops accepting and waits for in-flight HTTP requests, all within `--drain-timeout`.
 
 use std::{future::Future, net::SocketAddr, time::Duration};
@@ -57,6 +58,7 @@ pub struct Node {
     ctx: NodeContext,
     service: Service,
     drain_timeout: Duration,
+    drain_grace: Duration,
 }
 
 impl Node {
@@ -145,6 +147,7 @@ impl Node {
             ctx,
             service,
             drain_timeout: *config.drain_timeout,
+            drain_grace: *config.drain_grace,
         })
     }
 
@@ -172,6 +175,7 @@ impl Node {
             ctx,
             service,
             drain_timeout,
+            drain_grace,
             ..
         } = self;
         let connections = Connections::new(service);
@@ -190,6 +194,8 @@ impl Node {
         tracing::info!(sockets, timeout = ?drain_timeout, "draining: refusing new sessions, handing clients off");
 
         let handoff = async {
+            // Clients stay while routers learn from /readyz that this node is leaving.
+            sleep(drain_grace).await;
             ctx.run_disconnect_hooks(&io).await;
             io.close().await;
         };

@@ -43,12 +43,12 @@ impl NodeProcess {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if json["message"] == "node listening" {
-                        if let Some(addr) = json["listen"].as_str() {
-                            tx.send(addr.parse::<SocketAddr>().expect("listen address")).ok();
-                        }
-                    }
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["message"] == "node listening"
+                    && let Some(addr) = json["listen"].as_str()
+                {
+                    tx.send(addr.parse::<SocketAddr>().expect("listen address"))
+                        .ok();
                 }
                 sink.lock().expect("log lock").push(line);
             }
@@ -57,7 +57,10 @@ impl NodeProcess {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!("node did not start; its log:\n{}", logs.lock().expect("log lock").join("\n"));
+                panic!(
+                    "node did not start; its log:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
             }
         };
         NodeProcess { child, addr, logs }
@@ -174,7 +177,14 @@ pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
 
 /// POST `body` to `path` as text.
 pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> HttpResponse {
-    http(addr, "POST", path, &[("Content-Type", "text/plain;charset=UTF-8")], body).await
+    http(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "text/plain;charset=UTF-8")],
+        body,
+    )
+    .await
 }
 
 /// Writes `bytes` on a fresh connection and parses what comes back until the server closes.
@@ -215,7 +225,11 @@ fn parse_response(buf: &[u8]) -> HttpResponse {
     {
         body = dechunk(&body);
     }
-    HttpResponse { status, headers, body }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
@@ -240,8 +254,89 @@ pub async fn polling_handshake(addr: SocketAddr, path: &str) -> (String, serde_j
     let res = get(addr, &format!("{path}/?EIO=4&transport=polling")).await;
     assert_eq!(res.status, 200, "handshake failed: {}", res.text());
     let text = res.text();
-    let open = text.strip_prefix('0').unwrap_or_else(|| panic!("not an open packet: {text}"));
+    let open = text
+        .strip_prefix('0')
+        .unwrap_or_else(|| panic!("not an open packet: {text}"));
     let json: serde_json::Value = serde_json::from_str(open).expect("open packet JSON");
     let sid = json["sid"].as_str().expect("sid").to_owned();
     (sid, json)
+}
+
+/// One Engine.IO long-polling session, driven by hand.
+pub struct PollingSession {
+    addr: SocketAddr,
+    path: String,
+    /// The session id.
+    pub sid: String,
+}
+
+impl PollingSession {
+    /// Handshakes at `path` (e.g. `/socket.io`).
+    pub async fn open(addr: SocketAddr, path: &str) -> PollingSession {
+        let (sid, _) = polling_handshake(addr, path).await;
+        PollingSession {
+            addr,
+            path: path.to_owned(),
+            sid,
+        }
+    }
+
+    fn query(&self) -> String {
+        format!("{}/?EIO=4&transport=polling&sid={}", self.path, self.sid)
+    }
+
+    /// POSTs `payload` as is and returns the response.
+    pub async fn send(&self, payload: &[u8]) -> HttpResponse {
+        post(self.addr, &self.query(), payload).await
+    }
+
+    /// One polling GET, split into packets; answers pings on the way.
+    pub async fn poll(&self) -> HttpResponse {
+        get(self.addr, &self.query()).await
+    }
+
+    /// Polls until a packet satisfying `want` arrives (answering pings), or panics after 10 s.
+    pub async fn recv_until(&self, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let res = self.poll().await;
+            assert_eq!(res.status, 200, "poll failed: {}", res.text());
+            for packet in res.text().split('\u{1e}') {
+                if packet == "2" {
+                    self.send(b"3").await;
+                } else if want(packet) {
+                    return packet.to_owned();
+                }
+            }
+        }
+        panic!("expected packet did not arrive within 10 s");
+    }
+
+    /// Connects to the main namespace and waits for the CONNECT answer.
+    pub async fn connect_main(&self) {
+        assert_eq!(self.send(b"40").await.status, 200);
+        self.recv_until(|p| p.starts_with("40{")).await;
+    }
+
+    /// True when the node no longer knows this session.
+    pub async fn is_closed(&self) -> bool {
+        let res = self.poll().await;
+        res.status == 400 && res.text().contains("Session ID unknown")
+    }
+}
+
+/// Asserts the node is alive, healthy, and never panicked.
+pub async fn assert_healthy(node: &mut NodeProcess) {
+    assert!(
+        node.is_running(),
+        "node exited; log:\n{}",
+        node.logs().join("\n")
+    );
+    assert_eq!(get(node.addr, "/healthz").await.status, 200);
+    let logs = node.logs();
+    assert!(
+        !logs.iter().any(|l| l.contains("panicked")),
+        "node panicked:\n{}",
+        logs.join("\n")
+    );
 }

@@ -239,3 +239,47 @@ async fn random_packets_never_take_the_node_down() {
     assert_bystander_works(&bystander).await;
     assert_healthy(&mut node).await;
 }
+
+#[tokio::test]
+async fn a_socket_id_cannot_take_over_its_session() {
+    let (mut node, victim) = node_with_bystander(&[]).await;
+    // What another client could learn from an app that shows socket ids: the CONNECT answer's sid.
+    let other_ns = PollingSession::open(node.addr, "/socket.io").await;
+    assert_eq!(other_ns.send(b"40").await.status, 200);
+    let connect = other_ns.recv_until(|p| p.starts_with("40{")).await;
+    let socket_id = serde_json::from_str::<serde_json::Value>(&connect[2..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(
+        socket_id, other_ns.sid,
+        "the client's session credential is not its socket id"
+    );
+
+    let as_attacker = format!("/socket.io/?EIO=4&transport=polling&sid={socket_id}");
+    let stolen_poll = get(node.addr, &as_attacker).await;
+    assert_eq!(stolen_poll.status, 400);
+    assert_eq!(
+        stolen_poll.json(),
+        serde_json::json!({"code": 1, "message": "Session ID unknown"})
+    );
+    let forged_post = common::post(node.addr, &as_attacker, br#"42["publish","r",1]"#).await;
+    assert_eq!(forged_post.status, 400);
+    let upgrade = connect_async(node.ws_url(&format!(
+        "/socket.io/?EIO=4&transport=websocket&sid={socket_id}"
+    )))
+    .await;
+    assert!(
+        upgrade.is_err(),
+        "a WebSocket upgrade with a socket id must be refused"
+    );
+
+    // The real owner is untouched: nothing was stolen from its queue.
+    assert_eq!(other_ns.send(br#"429["echo","mine"]"#).await.status, 200);
+    assert_eq!(
+        other_ns.recv_until(|p| p.starts_with("439")).await,
+        r#"439["mine"]"#
+    );
+    assert_bystander_works(&victim).await;
+    assert_healthy(&mut node).await;
+}

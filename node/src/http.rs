@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::{body::Incoming, service::Service};
 use socketioxide::{SocketIo, TransportType, adapter::Adapter};
 
-use crate::context::NodeContext;
+use crate::{context::NodeContext, session::SessionSeal};
 
 /// The response body every node endpoint answers with. Bodies are built in memory or by
 /// socketioxide, neither of which fails.
@@ -137,6 +137,8 @@ pub(crate) struct FrontConfig {
     pub(crate) engine_paths: Vec<String>,
     pub(crate) cors: Cors,
     pub(crate) max_payload: u64,
+    /// Seals the session ids handed to clients; see [`crate::session`].
+    pub(crate) seal: SessionSeal,
 }
 
 /// The outermost service of a node; `S` is the socketioxide service.
@@ -219,7 +221,7 @@ where
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let cors = self.config.cors.headers(req.headers());
         if req.method() == Method::OPTIONS
             && req
@@ -264,6 +266,13 @@ where
             return Box::pin(async move { Ok(res) });
         }
 
+        if kind == EngineRequest::Session && !unseal_sid(&mut req, &self.config.seal) {
+            self.ctx.metrics().request_rejected("unknown_session");
+            let mut res = session_unknown();
+            res.headers_mut().extend(cors);
+            return Box::pin(async move { Ok(res) });
+        }
+
         let ctx = self.ctx.clone();
         let config = self.config.clone();
         let fut = self.engine.call(req);
@@ -298,7 +307,11 @@ where
     let metrics = ctx.metrics();
     let status = res.status();
     match (kind, status) {
-        (EngineRequest::Handshake, StatusCode::OK | StatusCode::SWITCHING_PROTOCOLS) => {
+        (EngineRequest::Handshake, StatusCode::OK) => {
+            metrics.handshake(transport);
+            return seal_open_packet(res, &config.seal).await;
+        }
+        (EngineRequest::Handshake, StatusCode::SWITCHING_PROTOCOLS) => {
             metrics.handshake(transport);
             return boxed(res);
         }
@@ -350,6 +363,80 @@ where
     res
 }
 
+/// The Engine.IO answer to a request for a session the node does not know.
+fn session_unknown() -> Response<HttpBody> {
+    full(
+        StatusCode::BAD_REQUEST,
+        "application/json",
+        r#"{"code":1,"message":"Session ID unknown"}"#,
+    )
+}
+
+/// Replaces the sealed `sid` of a session request by the plain one socketioxide knows; false
+/// when the seal does not open (a forged, foreign or plain id).
+fn unseal_sid<B>(req: &mut Request<B>, seal: &SessionSeal) -> bool {
+    let Some(query) = req.uri().query() else {
+        return false;
+    };
+    let mut plain = None;
+    let rewritten: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.strip_prefix("sid=") {
+            Some(sealed) => {
+                plain = seal.open(sealed);
+                format!("sid={}", plain.unwrap_or_default())
+            }
+            None => pair.to_owned(),
+        })
+        .collect();
+    if plain.is_none() {
+        return false;
+    }
+    let path_and_query = format!("{}?{}", req.uri().path(), rewritten.join("&"));
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => {
+            *req.uri_mut() = uri;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Seals the `sid` of a polling open packet (`0{"sid":"…",…}`), leaving every other byte as is.
+async fn seal_open_packet<B>(res: Response<B>, seal: &SessionSeal) -> Response<HttpBody>
+where
+    B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
+    let (mut parts, body) = res.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let sealed = std::str::from_utf8(&body).ok().and_then(|text| {
+        let json = text.strip_prefix('0')?;
+        let open: serde_json::Value = serde_json::from_str(json).ok()?;
+        let sid = open.get("sid")?.as_str()?;
+        let needle = format!(r#""sid":"{sid}""#);
+        Some(text.replacen(&needle, &format!(r#""sid":"{}""#, seal.seal(sid)), 1))
+    });
+    let body = match sealed {
+        Some(text) => Bytes::from(text),
+        // Not an open packet we understand: refuse rather than leak an unsealed id.
+        None => {
+            tracing::error!("unexpected polling handshake body; refusing the session");
+            return full(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                "handshake failed\n",
+            );
+        }
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Full::new(body).boxed_unsync())
+}
+
 /// Rewrites `{"code":"1",...}` into `{"code":1,...}`, as the Engine.IO protocol has it.
 fn numeric_error_code(body: Bytes) -> Bytes {
     let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
@@ -384,6 +471,28 @@ mod tests {
         assert!(is_below("/socket.io", "/socket.io"));
         assert!(!is_below("/socket.iox", "/socket.io"));
         assert!(!is_below("/", "/socket.io"));
+    }
+
+    #[test]
+    fn session_requests_carry_the_plain_sid_after_unsealing() {
+        let seal = SessionSeal::random().unwrap();
+        let sealed = seal.seal("AbCdEfGhIjKlMn-_");
+        let mut req = Request::builder()
+            .uri(format!(
+                "/socket.io/?EIO=4&transport=polling&sid={sealed}&t=x"
+            ))
+            .body(())
+            .unwrap();
+        assert!(unseal_sid(&mut req, &seal));
+        assert_eq!(
+            req.uri().to_string(),
+            "/socket.io/?EIO=4&transport=polling&sid=AbCdEfGhIjKlMn-_&t=x"
+        );
+        let mut plain = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=polling&sid=AbCdEfGhIjKlMn-_")
+            .body(())
+            .unwrap();
+        assert!(!unseal_sid(&mut plain, &seal));
     }
 
     #[test]

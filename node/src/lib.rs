@@ -39,6 +39,7 @@ mod http;
 pub mod identity;
 pub mod metrics;
 mod server;
+mod session;
 
 pub use config::{AppKind, NodeConfig, Transport};
 pub use context::NodeContext;

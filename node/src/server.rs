@@ -25,6 +25,7 @@ use crate::{
     context::NodeContext,
     http::{Cors, Front, FrontConfig},
     metrics::NodeMetrics,
+    session::SessionSeal,
 };
 
 /// How long a client may take to send a request's headers.
@@ -38,6 +39,9 @@ pub enum NodeError {
     /// The configuration was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The operating system could not provide random bytes for the session seal.
+    #[error("no randomness for the session seal: {0}")]
+    Random(getrandom::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -131,6 +135,7 @@ impl Node {
             engine_paths,
             cors: Cors::from_origins(&config.cors_origins),
             max_payload: config.max_payload,
+            seal: SessionSeal::random().map_err(NodeError::Random)?,
         };
         let service = Front::new(engine, io.clone(), ctx.clone(), front);
         tracing::info!(

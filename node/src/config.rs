@@ -341,8 +341,7 @@ mod tests {
         assert!(err.to_string().contains("--drain-grace"), "{err}");
     }
 
-    /// `docs/node.md` carries the flag table rendered from the clap definitions above. Run with
-    /// `CORRAL_UPDATE_DOCS=1` to rewrite it after changing a flag.
+    /// `docs/node.md` carries the flag table rendered from the clap definitions above.
     #[test]
     fn docs_list_every_flag() {
         #[derive(Parser)]
@@ -390,22 +389,7 @@ mod tests {
             };
             table.push_str(&format!("| `--{long}` | {env} | {default} | {help} |\n"));
         }
-        const BEGIN: &str = "<!-- node-flags:begin -->\n";
-        const END: &str = "<!-- node-flags:end -->";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/node.md");
-        let doc = std::fs::read_to_string(path).expect("docs/node.md exists");
-        let start = doc.find(BEGIN).expect("begin marker") + BEGIN.len();
-        let end = doc.find(END).expect("end marker");
-        if std::env::var_os("CORRAL_UPDATE_DOCS").is_some() {
-            std::fs::write(path, format!("{}{table}{}", &doc[..start], &doc[end..]))
-                .expect("write");
-            return;
-        }
-        assert_eq!(
-            &doc[start..end],
-            table,
-            "docs/node.md is out of date: run CORRAL_UPDATE_DOCS=1 cargo test -p corral-node"
-        );
+        crate::doc_tables::check("docs/node.md", "node-flags", &table);
     }
 
     #[test]

@@ -35,6 +35,8 @@
 mod apps;
 pub mod config;
 mod context;
+#[cfg(test)]
+mod doc_tables;
 mod http;
 pub mod identity;
 pub mod metrics;

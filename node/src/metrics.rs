@@ -125,38 +125,25 @@ fn opts(def: &MetricDef) -> Opts {
     Opts::new(def.name, def.help)
 }
 
-fn counter_vec(registry: &Registry, def: &MetricDef) -> IntCounterVec {
-    let metric =
-        IntCounterVec::new(opts(def), def.labels).unwrap_or_else(|e| panic!("{}: {e}", def.name));
+/// Registers a metric built from `def`. Fails only on a programming error in the catalog (an
+/// invalid or duplicate name), which the unit tests rule out.
+fn register<M>(registry: &Registry, def: &MetricDef, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.unwrap_or_else(|e| panic!("{}: {e}", def.name));
     registry
         .register(Box::new(metric.clone()))
         .unwrap_or_else(|e| panic!("{}: {e}", def.name));
     metric
+}
+
+fn counter_vec(registry: &Registry, def: &MetricDef) -> IntCounterVec {
+    register(registry, def, IntCounterVec::new(opts(def), def.labels))
 }
 
 fn gauge_vec(registry: &Registry, def: &MetricDef) -> IntGaugeVec {
-    let metric =
-        IntGaugeVec::new(opts(def), def.labels).unwrap_or_else(|e| panic!("{}: {e}", def.name));
-    registry
-        .register(Box::new(metric.clone()))
-        .unwrap_or_else(|e| panic!("{}: {e}", def.name));
-    metric
-}
-
-fn counter(registry: &Registry, def: &MetricDef) -> IntCounter {
-    let metric = IntCounter::with_opts(opts(def)).unwrap_or_else(|e| panic!("{}: {e}", def.name));
-    registry
-        .register(Box::new(metric.clone()))
-        .unwrap_or_else(|e| panic!("{}: {e}", def.name));
-    metric
-}
-
-fn gauge(registry: &Registry, def: &MetricDef) -> IntGauge {
-    let metric = IntGauge::with_opts(opts(def)).unwrap_or_else(|e| panic!("{}: {e}", def.name));
-    registry
-        .register(Box::new(metric.clone()))
-        .unwrap_or_else(|e| panic!("{}: {e}", def.name));
-    metric
+    register(registry, def, IntGaugeVec::new(opts(def), def.labels))
 }
 
 impl NodeMetrics {
@@ -184,10 +171,18 @@ impl NodeMetrics {
             handshakes: counter_vec(&registry, &HANDSHAKES),
             handshakes_rejected: counter_vec(&registry, &HANDSHAKES_REJECTED),
             requests_rejected: counter_vec(&registry, &REQUESTS_REJECTED),
-            events_received: counter(&registry, &EVENTS_RECEIVED),
-            events_emitted: counter(&registry, &EVENTS_EMITTED),
+            events_received: register(
+                &registry,
+                &EVENTS_RECEIVED,
+                IntCounter::with_opts(opts(&EVENTS_RECEIVED)),
+            ),
+            events_emitted: register(
+                &registry,
+                &EVENTS_EMITTED,
+                IntCounter::with_opts(opts(&EVENTS_EMITTED)),
+            ),
             disconnects: counter_vec(&registry, &DISCONNECTS),
-            draining: gauge(&registry, &DRAINING),
+            draining: register(&registry, &DRAINING, IntGauge::with_opts(opts(&DRAINING))),
             registry,
         }
     }
@@ -343,26 +338,9 @@ mod tests {
         }
     }
 
-    /// `docs/metrics.md` must carry the table rendered from the catalog. Run with
-    /// `CORRAL_UPDATE_DOCS=1` to rewrite it after changing the catalog.
+    /// `docs/metrics.md` must carry the table rendered from the catalog.
     #[test]
     fn docs_list_every_metric() {
-        const BEGIN: &str = "<!-- node-metrics:begin -->\n";
-        const END: &str = "<!-- node-metrics:end -->";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
-        let doc = std::fs::read_to_string(path).expect("docs/metrics.md exists");
-        let start = doc.find(BEGIN).expect("begin marker") + BEGIN.len();
-        let end = doc.find(END).expect("end marker");
-        let table = catalog_markdown();
-        if std::env::var_os("CORRAL_UPDATE_DOCS").is_some() {
-            let updated = format!("{}{table}{}", &doc[..start], &doc[end..]);
-            std::fs::write(path, updated).expect("write docs/metrics.md");
-            return;
-        }
-        assert_eq!(
-            &doc[start..end],
-            table,
-            "docs/metrics.md is out of date: run CORRAL_UPDATE_DOCS=1 cargo test -p corral-node"
-        );
+        crate::doc_tables::check("docs/metrics.md", "node-metrics", &catalog_markdown());
     }
 }

@@ -8,37 +8,26 @@
 mod common;
 mod common_protocol;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{get, http};
 use common_protocol::{
-    Frame, MAX_PAYLOAD, PING_INTERVAL_MS, PING_TIMEOUT_MS, Polling, SEP, Server, Ws, bounded,
-    engine_path, error_code, expect_ws_refused, start_node, tolerant_request,
+    Frame, HEARTBEAT_CLOSE_BOUND, MAX_PAYLOAD, PING_INTERVAL_MS, PING_TIMEOUT_MS, Polling, Server,
+    Ws, assert_sid_unknown, bounded, cases, engine_path, error_code, expect_refused,
+    expect_ws_refused, start_node, tolerant_request,
 };
 
 const BASE: &str = "/engine.io";
 
-/// How long a session that stopped answering pings may take to be closed: the reference closes
-/// it `pingTimeout` (200 ms) after the ping; the bound leaves room for a busy machine.
-const HEARTBEAT_CLOSE_BOUND: Duration = Duration::from_secs(3);
-
 // Polling tests that check a payload byte for byte start with `Polling::heartbeat_round`: a ping
 // may legally come at any time and would otherwise share the payload. When the first ping comes
 // is checked on its own (`*_first_ping_comes_one_ping_interval_after_the_handshake`).
+//
+// The cases the Socket.IO suite also runs below `/socket.io` are written once, in
+// `common_protocol::cases`, and called here with the base path `/engine.io`.
 
 fn ws_url(node: &Server, query: &str) -> String {
     node.ws_url(&engine_path(BASE, query))
-}
-
-/// Checks that `sid` no longer names a session: 400 `Session ID unknown`.
-async fn assert_sid_unknown(addr: std::net::SocketAddr, sid: &str) {
-    let res = get(
-        addr,
-        &engine_path(BASE, &format!("EIO=4&transport=polling&sid={sid}")),
-    )
-    .await;
-    assert_eq!(res.status, 400, "sid {sid} still accepted: {}", res.text());
-    assert_eq!(error_code(&res), 1, "{}", res.text());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -47,16 +36,7 @@ async fn assert_sid_unknown(addr: std::net::SocketAddr, sid: &str) {
 
 #[tokio::test]
 async fn polling_handshake_sends_an_open_packet_with_the_reference_settings() {
-    bounded(async {
-        let node = start_node();
-        let res = get(node.addr, &engine_path(BASE, "EIO=4&transport=polling")).await;
-        assert_eq!(res.status, 200, "{}", res.text());
-        let body = res.text();
-        // One packet only: no record separator, and the open packet is the whole payload.
-        assert!(!body.contains(SEP), "more than the open packet: {body:?}");
-        common_protocol::check_open_packet(&body, &["websocket"]);
-    })
-    .await;
+    bounded(cases::polling_handshake_sends_an_open_packet_with_the_reference_settings(BASE)).await;
 }
 
 #[tokio::test]
@@ -79,13 +59,12 @@ async fn polling_handshake_without_a_valid_eio_is_refused_with_400() {
             "EIO=abc&transport=polling",
             "EIO=&transport=polling",
         ] {
-            let res = get(node.addr, &engine_path(BASE, query)).await;
-            assert_eq!(res.status, 400, "?{query}: {}", res.text());
-            assert_eq!(error_code(&res), 5, "?{query}: {}", res.text());
+            let what = format!("?{query}");
+            let res = expect_refused(node.addr, "GET", &engine_path(BASE, query), 5, &what).await;
             assert_eq!(
                 res.json()["message"],
                 "Unsupported protocol version",
-                "?{query}"
+                "{what}"
             );
         }
     })
@@ -97,10 +76,9 @@ async fn polling_handshake_without_a_valid_transport_is_refused_with_400() {
     bounded(async {
         let node = start_node();
         for query in ["EIO=4", "EIO=4&transport=abc", "EIO=4&transport="] {
-            let res = get(node.addr, &engine_path(BASE, query)).await;
-            assert_eq!(res.status, 400, "?{query}: {}", res.text());
-            assert_eq!(error_code(&res), 0, "?{query}: {}", res.text());
-            assert_eq!(res.json()["message"], "Transport unknown", "?{query}");
+            let what = format!("?{query}");
+            let res = expect_refused(node.addr, "GET", &engine_path(BASE, query), 0, &what).await;
+            assert_eq!(res.json()["message"], "Transport unknown", "{what}");
         }
     })
     .await;
@@ -112,9 +90,7 @@ async fn polling_handshake_with_post_or_put_is_refused_with_400() {
         let node = start_node();
         let path = engine_path(BASE, "EIO=4&transport=polling");
         for method in ["POST", "PUT"] {
-            let res = http(node.addr, method, &path, &[], b"").await;
-            assert_eq!(res.status, 400, "{method}: {}", res.text());
-            assert_eq!(error_code(&res), 2, "{method}: {}", res.text());
+            let res = expect_refused(node.addr, method, &path, 2, method).await;
             assert_eq!(res.json()["message"], "Bad handshake method", "{method}");
         }
     })
@@ -141,77 +117,44 @@ async fn polling_request_with_an_unknown_sid_is_refused_with_400() {
 
 #[tokio::test]
 async fn websocket_handshake_sends_an_open_packet_without_upgrades() {
-    bounded(async {
-        let node = start_node();
-        // `Ws::open` checks the keys and values of the open packet, with `upgrades: []`.
-        let (ws, sid) = Ws::open(&node, BASE).await;
-        assert!(!sid.is_empty());
-        ws.close().await;
-    })
-    .await;
+    bounded(cases::websocket_handshake_sends_an_open_packet_without_upgrades(BASE)).await;
 }
 
 #[tokio::test]
 async fn websocket_handshake_without_a_valid_eio_or_transport_is_refused() {
-    bounded(async {
-        let node = start_node();
-        for query in [
-            "transport=websocket",
-            "EIO=abc&transport=websocket",
-            "EIO=4",
-            "EIO=4&transport=abc",
-        ] {
-            expect_ws_refused(&ws_url(&node, query)).await;
-        }
-    })
-    .await;
+    bounded(cases::websocket_handshake_without_a_valid_eio_or_transport_is_refused(BASE)).await;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------------------------
 
+/// POSTs `payload` on a fresh polling session and checks that the next poll answers exactly
+/// that payload.
+async fn assert_polling_echo(payload: &str) {
+    let node = start_node();
+    let session = Polling::open(node.addr, BASE).await;
+    session.heartbeat_round().await;
+    session.post_ok(payload).await;
+    let res = session.get().await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), payload);
+}
+
 #[tokio::test]
 async fn polling_echoes_a_text_packet() {
-    bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        session.heartbeat_round().await;
-        session.post_ok("4hello").await;
-        let res = session.get().await;
-        assert_eq!(res.status, 200);
-        assert_eq!(res.text(), "4hello");
-    })
-    .await;
+    bounded(assert_polling_echo("4hello")).await;
 }
 
 #[tokio::test]
 async fn polling_echoes_several_text_packets_of_one_payload_in_one_payload() {
-    bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        session.heartbeat_round().await;
-        session.post_ok("4test1\x1e4test2\x1e4test3").await;
-        let res = session.get().await;
-        assert_eq!(res.status, 200);
-        assert_eq!(res.text(), "4test1\x1e4test2\x1e4test3");
-    })
-    .await;
+    bounded(assert_polling_echo("4test1\x1e4test2\x1e4test3")).await;
 }
 
 #[tokio::test]
 async fn polling_echoes_text_and_base64_binary_packets() {
-    bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        session.heartbeat_round().await;
-        // `bAQIDBA==` is the binary packet [1, 2, 3, 4].
-        session.post_ok("4hello\x1ebAQIDBA==").await;
-        let res = session.get().await;
-        assert_eq!(res.status, 200);
-        assert_eq!(res.text(), "4hello\x1ebAQIDBA==");
-    })
-    .await;
+    // `bAQIDBA==` is the binary packet [1, 2, 3, 4].
+    bounded(assert_polling_echo("4hello\x1ebAQIDBA==")).await;
 }
 
 #[tokio::test]
@@ -222,7 +165,7 @@ async fn polling_invalid_packet_closes_the_session() {
         // The suite accepts any answer to the POST itself (400, an aborted request, or the
         // reference JavaScript server's 200 `ok`): what matters is that the session is gone.
         tolerant_request(node.addr, "POST", &session.path(), &[], b"abc").await;
-        assert_sid_unknown(node.addr, &session.sid).await;
+        assert_sid_unknown(node.addr, BASE, &session.sid).await;
     })
     .await;
 }
@@ -246,7 +189,7 @@ async fn polling_concurrent_polls_close_the_session() {
             second.status,
             second.text()
         );
-        assert_sid_unknown(node.addr, &session.sid).await;
+        assert_sid_unknown(node.addr, BASE, &session.sid).await;
     })
     .await;
 }
@@ -287,7 +230,7 @@ async fn websocket_invalid_packet_closes_the_session() {
             seen.iter().all(|f| *f == Frame::text("1")),
             "unexpected frames before the close: {seen:?}"
         );
-        assert_sid_unknown(node.addr, &sid).await;
+        assert_sid_unknown(node.addr, BASE, &sid).await;
     })
     .await;
 }
@@ -311,71 +254,41 @@ async fn polling_echoes_non_utf8_binary_as_base64() {
 
 #[tokio::test]
 async fn polling_heartbeat_pings_and_pongs_keep_the_session_alive() {
-    bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        let start = Instant::now();
-        for round in 0..3 {
-            let res = session.get().await;
-            assert_eq!(res.status, 200, "round {round}: {}", res.text());
-            assert_eq!(res.text(), "2", "round {round}: expected a ping");
-            session.post_ok("3").await;
-        }
-        // Three pings are at least two intervals apart from the first.
-        assert!(
-            start.elapsed() >= Duration::from_millis(2 * PING_INTERVAL_MS),
-            "pings came faster than pingInterval: {:?}",
-            start.elapsed()
-        );
-        // Well past pingInterval + pingTimeout, the session still echoes.
-        session.post_ok("4still here").await;
-        assert_eq!(session.packets(1).await, ["4still here"]);
-    })
+    bounded(cases::polling_heartbeat_pings_and_pongs(
+        BASE,
+        async |session, rounds| {
+            // Three pings are at least two intervals apart from the first.
+            assert!(
+                rounds >= Duration::from_millis(2 * PING_INTERVAL_MS),
+                "pings came faster than pingInterval: {rounds:?}"
+            );
+            // Well past pingInterval + pingTimeout, the session still echoes.
+            session.post_ok("4still here").await;
+            assert_eq!(session.packets(1).await, ["4still here"]);
+        },
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn polling_session_without_pong_is_closed_after_the_ping_timeout() {
     bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        let res = session.get().await;
-        assert_eq!(res.status, 200);
-        assert_eq!(res.text(), "2", "expected a ping");
-        let pinged = Instant::now();
-        // No pong: the next polls must end in a closed session (400, or a close packet `1`).
-        let seen = session.wait_closed(HEARTBEAT_CLOSE_BOUND).await;
-        assert!(
-            seen.iter().all(|p| p == "1"),
-            "the session sent {seen:?} while waiting for its pong"
-        );
-        // The client had pingTimeout to answer (less what the ping took to reach us).
-        let waited = pinged.elapsed();
-        assert!(
-            waited >= Duration::from_millis(PING_TIMEOUT_MS / 2),
-            "closed {waited:?} after the ping, pingTimeout is {PING_TIMEOUT_MS} ms"
-        );
+        let waited =
+            cases::polling_session_without_pong_is_closed_after_the_ping_timeout(BASE).await;
+        assert_pong_was_awaited(waited);
     })
     .await;
 }
 
 #[tokio::test]
 async fn websocket_heartbeat_pings_and_pongs_keep_the_session_alive() {
-    bounded(async {
-        let node = start_node();
-        let (mut ws, _) = Ws::open(&node, BASE).await;
-        for round in 0..3 {
-            assert_eq!(
-                ws.next_frame().await,
-                Frame::text("2"),
-                "round {round}: expected a ping"
-            );
-            ws.send_text("3").await;
-        }
-        ws.send_text("4still here").await;
-        ws.expect_text("4still here").await;
-        ws.close().await;
-    })
+    bounded(cases::websocket_heartbeat_pings_and_pongs(
+        BASE,
+        async |ws| {
+            ws.send_text("4still here").await;
+            ws.expect_text("4still here").await;
+        },
+    ))
     .await;
 }
 
@@ -391,53 +304,31 @@ async fn websocket_session_without_pong_is_closed_after_the_ping_timeout() {
             seen.iter().all(|f| *f == Frame::text("1")),
             "frames after the unanswered ping: {seen:?}"
         );
-        // The client had pingTimeout to answer (less what the ping took to reach us).
-        assert!(
-            waited >= Duration::from_millis(PING_TIMEOUT_MS / 2),
-            "closed {waited:?} after the ping, pingTimeout is {PING_TIMEOUT_MS} ms"
-        );
-        assert_sid_unknown(node.addr, &sid).await;
+        assert_pong_was_awaited(waited);
+        assert_sid_unknown(node.addr, BASE, &sid).await;
     })
     .await;
+}
+
+/// Checks the time from an unanswered ping to the close of the session: the client had
+/// pingTimeout to answer (less what the ping took to reach it).
+fn assert_pong_was_awaited(waited: Duration) {
+    assert!(
+        waited >= Duration::from_millis(PING_TIMEOUT_MS / 2),
+        "closed {waited:?} after the ping, pingTimeout is {PING_TIMEOUT_MS} ms"
+    );
 }
 
 #[tokio::test]
 #[ignore = "known deviation of engineioxide 0.17.9 (pinned): its heartbeat starts with an immediate tick, so the first ping follows the handshake at once; see docs/node.md"]
 async fn polling_first_ping_comes_one_ping_interval_after_the_handshake() {
-    bounded(async {
-        let node = start_node();
-        let start = Instant::now();
-        let session = Polling::open(node.addr, BASE).await;
-        let res = session.get().await;
-        let elapsed = start.elapsed();
-        assert_eq!(res.status, 200);
-        assert_eq!(res.text(), "2", "expected a ping");
-        // The server opened the session after `start`, so a ping sent pingInterval after the
-        // open cannot arrive earlier than this.
-        assert!(
-            elapsed >= Duration::from_millis(PING_INTERVAL_MS - 10),
-            "first ping {elapsed:?} after the handshake, pingInterval is {PING_INTERVAL_MS} ms"
-        );
-    })
-    .await;
+    bounded(cases::polling_first_ping_comes_one_ping_interval_after_the_handshake(BASE)).await;
 }
 
 #[tokio::test]
 #[ignore = "known deviation of engineioxide 0.17.9 (pinned): its heartbeat starts with an immediate tick, so the first ping follows the handshake at once; see docs/node.md"]
 async fn websocket_first_ping_comes_one_ping_interval_after_the_handshake() {
-    bounded(async {
-        let node = start_node();
-        let start = Instant::now();
-        let (mut ws, _) = Ws::open(&node, BASE).await;
-        assert_eq!(ws.next_frame().await, Frame::text("2"), "expected a ping");
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(PING_INTERVAL_MS - 10),
-            "first ping {elapsed:?} after the handshake, pingInterval is {PING_INTERVAL_MS} ms"
-        );
-        ws.close().await;
-    })
-    .await;
+    bounded(cases::websocket_first_ping_comes_one_ping_interval_after_the_handshake(BASE)).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,72 +337,35 @@ async fn websocket_first_ping_comes_one_ping_interval_after_the_handshake() {
 
 #[tokio::test]
 async fn polling_close_packet_ends_the_session_and_the_pending_poll_with_a_noop() {
-    bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        session.heartbeat_round().await;
-        let poller = session.clone();
-        let pending = tokio::spawn(async move { poller.get().await });
-        // The poll must be pending before the close packet; nothing observable says when the
-        // server has taken it, so give it a moment (well under the 300 ms ping interval).
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        session.post_ok("1").await;
-        let res = pending.await.expect("poll task");
-        assert_eq!(res.status, 200, "{}", res.text());
-        assert_eq!(res.text(), "6");
-        assert_sid_unknown(node.addr, &session.sid).await;
-    })
-    .await;
+    bounded(cases::polling_close_packet_ends_the_session_and_the_pending_poll_with_a_noop(BASE))
+        .await;
 }
 
 #[tokio::test]
 async fn websocket_close_packet_ends_the_session() {
-    // As in the suite, the client sends `1` and then stays silent. The reference JavaScript
-    // server ignores a close packet over WebSocket and ends the session through the heartbeat,
-    // so only "the session ends, within the heartbeat bound" is reference behaviour here.
-    bounded(async {
-        let node = start_node();
-        let (mut ws, sid) = Ws::open(&node, BASE).await;
-        ws.send_text("1").await;
-        let (seen, _) = ws.expect_close_ignoring_pings(HEARTBEAT_CLOSE_BOUND).await;
-        assert!(
-            seen.iter()
-                .all(|f| *f == Frame::text("2") || *f == Frame::text("1")),
-            "frames after the close packet: {seen:?}"
-        );
-        assert_sid_unknown(node.addr, &sid).await;
-    })
-    .await;
+    bounded(cases::websocket_close_packet_ends_the_session(BASE)).await;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Upgrade
 // ---------------------------------------------------------------------------------------------
 
-/// Opens a WebSocket for `session` and probes it: `2probe` answered with `3probe`.
-async fn probe(node: &Server, session: &Polling) -> Ws {
-    let mut ws = Ws::connect(&ws_url(
-        node,
-        &format!("EIO=4&transport=websocket&sid={}", session.sid),
-    ))
-    .await;
-    ws.send_text("2probe").await;
-    assert_eq!(ws.next_frame().await, Frame::text("3probe"));
-    ws
-}
+/// Upgrades a fresh polling session to WebSocket, runs `refusals` (the checks that the
+/// upgraded session refuses another transport), and checks that the WebSocket still echoes.
+async fn assert_upgraded_session_refuses(refusals: impl AsyncFnOnce(&Polling)) {
+    let node = start_node();
+    let session = Polling::open(node.addr, BASE).await;
+    let mut ws = session.probe_upgrade().await;
+    ws.send_text("5").await;
+    // The echo comes after the server handled `5`: the upgrade is complete.
+    ws.send_text("4sync").await;
+    ws.expect_text("4sync").await;
 
-/// Probes a WebSocket for `session`, then checks that the next poll is ended with a noop, as the
-/// reference suite does.
-async fn probe_upgrade(node: &Server, session: &Polling) -> Ws {
-    let ws = probe(node, session).await;
-    let res = session.get().await;
-    assert_eq!(res.status, 200, "{}", res.text());
-    assert_eq!(
-        res.text(),
-        "6",
-        "a poll during the upgrade must end with a noop"
-    );
-    ws
+    refusals(&session).await;
+
+    ws.send_text("4hello").await;
+    ws.expect_text("4hello").await;
+    ws.close().await;
 }
 
 #[tokio::test]
@@ -519,7 +373,7 @@ async fn upgrade_from_polling_to_websocket_moves_the_session() {
     bounded(async {
         let node = start_node();
         let session = Polling::open(node.addr, BASE).await;
-        let mut ws = probe_upgrade(&node, &session).await;
+        let mut ws = session.probe_upgrade().await;
         ws.send_text("5").await;
         ws.send_text("4hello").await;
         ws.expect_text("4hello").await;
@@ -541,7 +395,7 @@ async fn upgrade_probe_ends_the_pending_poll_with_a_noop() {
 
         let poller = session.clone();
         let pending = tokio::spawn(async move { poller.get().await });
-        let mut ws = probe(&node, &session).await;
+        let mut ws = session.probe().await;
         let res = tokio::time::timeout(Duration::from_secs(5), pending)
             .await
             .expect("pending poll not ended by the probe")
@@ -559,48 +413,21 @@ async fn upgrade_probe_ends_the_pending_poll_with_a_noop() {
 
 #[tokio::test]
 async fn upgraded_session_refuses_polling_requests() {
-    bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        let mut ws = probe_upgrade(&node, &session).await;
-        ws.send_text("5").await;
-        // The echo comes after the server handled `5`: the upgrade is complete.
-        ws.send_text("4sync").await;
-        ws.expect_text("4sync").await;
-
+    bounded(assert_upgraded_session_refuses(async |session| {
         let res = session.get().await;
         assert_eq!(res.status, 400, "poll after upgrade: {}", res.text());
         assert_eq!(error_code(&res), 3, "{}", res.text());
         let res = session.post(b"4hello").await;
         assert_eq!(res.status, 400, "post after upgrade: {}", res.text());
-
-        ws.send_text("4hello").await;
-        ws.expect_text("4hello").await;
-        ws.close().await;
-    })
+    }))
     .await;
 }
 
 #[tokio::test]
 async fn upgraded_session_refuses_a_second_websocket() {
-    bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        let mut ws = probe_upgrade(&node, &session).await;
-        ws.send_text("5").await;
-        ws.send_text("4sync").await;
-        ws.expect_text("4sync").await;
-
-        expect_ws_refused(&ws_url(
-            &node,
-            &format!("EIO=4&transport=websocket&sid={}", session.sid),
-        ))
-        .await;
-
-        ws.send_text("4hello").await;
-        ws.expect_text("4hello").await;
-        ws.close().await;
-    })
+    bounded(assert_upgraded_session_refuses(async |session| {
+        expect_ws_refused(&session.websocket_url()).await;
+    }))
     .await;
 }
 

@@ -11,37 +11,17 @@ mod common_protocol;
 
 use std::time::{Duration, Instant};
 
-use common::{get, http};
 use common_protocol::{
-    CONNECT_TIMEOUT, Frame, PING_INTERVAL_MS, Polling, Server, Ws, bounded, engine_path,
-    error_code, expect_ws_refused, start_node,
+    CONNECT_TIMEOUT, Frame, HEARTBEAT_CLOSE_BOUND, Polling, Server, Ws, assert_sid_unknown,
+    bounded, cases, engine_path, expect_refused, expect_ws_refused, start_node,
 };
 
 const BASE: &str = "/socket.io";
-
-/// How long a session that stopped answering pings may take to be closed (reference: 200 ms
-/// after the ping), with room for a busy machine.
-const HEARTBEAT_CLOSE_BOUND: Duration = Duration::from_secs(3);
 
 /// The two binary attachments of the binary test cases and their placeholders.
 const PLACEHOLDERS: &str = r#"{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}"#;
 const ATTACHMENT_0: [u8; 3] = [1, 2, 3];
 const ATTACHMENT_1: [u8; 3] = [4, 5, 6];
-
-fn ws_url(node: &Server, query: &str) -> String {
-    node.ws_url(&engine_path(BASE, query))
-}
-
-/// Checks that `sid` no longer names an Engine.IO session: 400 `Session ID unknown`.
-async fn assert_sid_unknown(addr: std::net::SocketAddr, sid: &str) {
-    let res = get(
-        addr,
-        &engine_path(BASE, &format!("EIO=4&transport=polling&sid={sid}")),
-    )
-    .await;
-    assert_eq!(res.status, 400, "sid {sid} still accepted: {}", res.text());
-    assert_eq!(error_code(&res), 1, "{}", res.text());
-}
 
 /// Checks a successful CONNECT answer, `40{"sid":"..."}` or `40<nsp>,{"sid":"..."}`: its only
 /// key is a non-empty string `sid`, which is returned.
@@ -70,6 +50,15 @@ fn check_connect_ok(packet: &Frame, nsp: &str) -> String {
     sid.to_owned()
 }
 
+/// The `auth` greeting of namespace `nsp` carrying `auth` (the JSON text of a CONNECT payload).
+fn greeting(nsp: &str, auth: &str) -> String {
+    if nsp == "/" {
+        format!(r#"42["auth",{auth}]"#)
+    } else {
+        format!(r#"42{nsp},["auth",{auth}]"#)
+    }
+}
+
 /// A WebSocket Engine.IO session on `/socket.io/`, not yet connected to a namespace.
 async fn ws_session(node: &Server) -> Ws {
     Ws::open(node, BASE).await.0
@@ -80,12 +69,7 @@ async fn ws_session(node: &Server) -> Ws {
 async fn ws_connect(ws: &mut Ws, connect: &str, nsp: &str, auth: &str) -> String {
     ws.send_text(connect).await;
     let sid = check_connect_ok(&ws.next_packet().await, nsp);
-    let greeting = if nsp == "/" {
-        format!(r#"42["auth",{auth}]"#)
-    } else {
-        format!(r#"42{nsp},["auth",{auth}]"#)
-    };
-    ws.expect_text(&greeting).await;
+    ws.expect_text(&greeting(nsp, auth)).await;
     sid
 }
 
@@ -96,13 +80,19 @@ async fn ws_connected(node: &Server) -> Ws {
     ws
 }
 
+/// [`ws_connect`] over polling: POSTs `connect` and checks the next two packets, the CONNECT
+/// answer for `nsp` and the greeting carrying `auth`.
+async fn polling_connect(session: &Polling, connect: &str, nsp: &str, auth: &str) {
+    session.post_ok(connect).await;
+    let packets = session.packets(2).await;
+    check_connect_ok(&Frame::Text(packets[0].clone()), nsp);
+    assert_eq!(packets[1], greeting(nsp, auth));
+}
+
 /// A polling session connected to `/`, greeted.
 async fn polling_connected(node: &Server) -> Polling {
     let session = Polling::open(node.addr, BASE).await;
-    session.post_ok("40").await;
-    let packets = session.packets(2).await;
-    check_connect_ok(&Frame::Text(packets[0].clone()), "/");
-    assert_eq!(packets[1], r#"42["auth",{}]"#);
+    polling_connect(&session, "40", "/", "{}").await;
     session
 }
 
@@ -110,15 +100,12 @@ async fn polling_connected(node: &Server) -> Polling {
 // Engine.IO below /socket.io/ (the "Engine.IO protocol" part of the Socket.IO suite)
 // =============================================================================================
 
+// Where the Engine.IO suite runs the same case on `/engine.io`, it is written once, in
+// `common_protocol::cases`.
+
 #[tokio::test]
 async fn eio_polling_handshake_sends_an_open_packet_with_the_reference_settings() {
-    bounded(async {
-        let node = start_node();
-        let res = get(node.addr, &engine_path(BASE, "EIO=4&transport=polling")).await;
-        assert_eq!(res.status, 200, "{}", res.text());
-        common_protocol::check_open_packet(&res.text(), &["websocket"]);
-    })
-    .await;
+    bounded(cases::polling_handshake_sends_an_open_packet_with_the_reference_settings(BASE)).await;
 }
 
 #[tokio::test]
@@ -133,9 +120,8 @@ async fn eio_polling_handshake_with_invalid_eio_transport_or_method_is_refused_w
             ("POST", "EIO=4&transport=polling", 2),
             ("PUT", "EIO=4&transport=polling", 2),
         ] {
-            let res = http(node.addr, method, &engine_path(BASE, query), &[], b"").await;
-            assert_eq!(res.status, 400, "{method} ?{query}: {}", res.text());
-            assert_eq!(error_code(&res), code, "{method} ?{query}: {}", res.text());
+            let what = format!("{method} ?{query}");
+            expect_refused(node.addr, method, &engine_path(BASE, query), code, &what).await;
         }
     })
     .await;
@@ -143,77 +129,39 @@ async fn eio_polling_handshake_with_invalid_eio_transport_or_method_is_refused_w
 
 #[tokio::test]
 async fn eio_websocket_handshake_sends_an_open_packet_without_upgrades() {
-    bounded(async {
-        let node = start_node();
-        let (ws, sid) = Ws::open(&node, BASE).await;
-        assert!(!sid.is_empty());
-        ws.close().await;
-    })
-    .await;
+    bounded(cases::websocket_handshake_sends_an_open_packet_without_upgrades(BASE)).await;
 }
 
 #[tokio::test]
 async fn eio_websocket_handshake_with_invalid_eio_or_transport_is_refused() {
-    bounded(async {
-        let node = start_node();
-        for query in [
-            "transport=websocket",
-            "EIO=abc&transport=websocket",
-            "EIO=4",
-            "EIO=4&transport=abc",
-        ] {
-            expect_ws_refused(&ws_url(&node, query)).await;
-        }
-    })
-    .await;
+    bounded(cases::websocket_handshake_without_a_valid_eio_or_transport_is_refused(BASE)).await;
 }
 
 #[tokio::test]
 async fn eio_polling_heartbeat_pings_and_pongs() {
-    bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        for round in 0..3 {
-            let res = session.get().await;
-            assert_eq!(res.status, 200, "round {round}: {}", res.text());
-            assert_eq!(res.text(), "2", "round {round}: expected a ping");
-            session.post_ok("3").await;
-        }
-    })
+    // Nothing more to check afterwards: before a CONNECT, the session answers no message.
+    bounded(cases::polling_heartbeat_pings_and_pongs(
+        BASE,
+        async |_, _| {},
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn eio_polling_session_without_pong_is_closed_after_the_ping_timeout() {
     bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        let res = session.get().await;
-        assert_eq!(res.text(), "2", "expected a ping");
-        let seen = session.wait_closed(HEARTBEAT_CLOSE_BOUND).await;
-        assert!(
-            seen.iter().all(|p| p == "1"),
-            "sent {seen:?} while waiting for the pong"
-        );
+        cases::polling_session_without_pong_is_closed_after_the_ping_timeout(BASE).await;
     })
     .await;
 }
 
 #[tokio::test]
 async fn eio_websocket_heartbeat_pings_and_pongs() {
-    bounded(async {
-        let node = start_node();
-        let mut ws = ws_session(&node).await;
-        for round in 0..3 {
-            assert_eq!(
-                ws.next_frame().await,
-                Frame::text("2"),
-                "round {round}: expected a ping"
-            );
-            ws.send_text("3").await;
-        }
-        ws.close().await;
-    })
+    // Nothing more to check afterwards: before a CONNECT, the session answers no message.
+    bounded(cases::websocket_heartbeat_pings_and_pongs(
+        BASE,
+        async |_| {},
+    ))
     .await;
 }
 
@@ -232,7 +180,7 @@ async fn eio_websocket_session_without_pong_is_closed_after_the_ping_timeout() {
             seen[1..].iter().all(|f| *f == Frame::text("1")),
             "frames after the unanswered ping: {seen:?}"
         );
-        assert_sid_unknown(node.addr, &sid).await;
+        assert_sid_unknown(node.addr, BASE, &sid).await;
     })
     .await;
 }
@@ -240,82 +188,18 @@ async fn eio_websocket_session_without_pong_is_closed_after_the_ping_timeout() {
 #[tokio::test]
 #[ignore = "known deviation of engineioxide 0.17.9 (pinned): its heartbeat starts with an immediate tick, so the first ping follows the handshake at once; see docs/node.md"]
 async fn eio_websocket_first_ping_comes_one_ping_interval_after_the_handshake() {
-    bounded(async {
-        let node = start_node();
-        let start = Instant::now();
-        let mut ws = ws_session(&node).await;
-        assert_eq!(ws.next_frame().await, Frame::text("2"), "expected a ping");
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(PING_INTERVAL_MS - 10),
-            "first ping {elapsed:?} after the handshake, pingInterval is {PING_INTERVAL_MS} ms"
-        );
-        ws.close().await;
-    })
-    .await;
+    bounded(cases::websocket_first_ping_comes_one_ping_interval_after_the_handshake(BASE)).await;
 }
 
 #[tokio::test]
 async fn eio_polling_close_packet_ends_the_session_and_the_pending_poll_with_a_noop() {
-    bounded(async {
-        let node = start_node();
-        let session = Polling::open(node.addr, BASE).await;
-        // After a heartbeat round the next ping is a whole interval away, so the poll below
-        // can only end because of the close.
-        session.heartbeat_round().await;
-        let poller = session.clone();
-        let pending = tokio::spawn(async move { poller.get().await });
-        // The poll must be pending before the close packet; nothing observable says when the
-        // server has taken it, so give it a moment (well under the 300 ms ping interval).
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        session.post_ok("1").await;
-        let res = pending.await.expect("poll task");
-        assert_eq!(res.status, 200, "{}", res.text());
-        assert_eq!(res.text(), "6");
-        assert_sid_unknown(node.addr, &session.sid).await;
-    })
-    .await;
+    bounded(cases::polling_close_packet_ends_the_session_and_the_pending_poll_with_a_noop(BASE))
+        .await;
 }
 
 #[tokio::test]
 async fn eio_websocket_close_packet_ends_the_session() {
-    // As in the suite: `1`, then silence. The reference JavaScript server ignores a close
-    // packet over WebSocket (the heartbeat or the connect timeout ends the session), so only
-    // "the session ends, within a bound" is reference behaviour here.
-    bounded(async {
-        let node = start_node();
-        let (mut ws, sid) = Ws::open(&node, BASE).await;
-        ws.send_text("1").await;
-        let (seen, _) = ws.expect_close_ignoring_pings(HEARTBEAT_CLOSE_BOUND).await;
-        assert!(
-            seen.iter()
-                .all(|f| *f == Frame::text("2") || *f == Frame::text("1")),
-            "frames after the close packet: {seen:?}"
-        );
-        assert_sid_unknown(node.addr, &sid).await;
-    })
-    .await;
-}
-
-/// Upgrades `session` to WebSocket (`2probe`/`3probe`, then `5`) and waits until the server has
-/// completed it (a round trip that can only be answered over the new transport).
-async fn upgrade(node: &Server, session: &Polling) -> Ws {
-    let mut ws = Ws::connect(&ws_url(
-        node,
-        &format!("EIO=4&transport=websocket&sid={}", session.sid),
-    ))
-    .await;
-    ws.send_text("2probe").await;
-    assert_eq!(ws.next_frame().await, Frame::text("3probe"));
-    let res = session.get().await;
-    assert_eq!(res.status, 200, "{}", res.text());
-    assert_eq!(
-        res.text(),
-        "6",
-        "a poll during the upgrade must end with a noop"
-    );
-    ws.send_text("5").await;
-    ws
+    bounded(cases::websocket_close_packet_ends_the_session(BASE)).await;
 }
 
 #[tokio::test]
@@ -323,7 +207,8 @@ async fn eio_upgrade_to_websocket_then_polling_and_a_second_websocket_are_refuse
     bounded(async {
         let node = start_node();
         let session = polling_connected(&node).await;
-        let mut ws = upgrade(&node, &session).await;
+        let mut ws = session.probe_upgrade().await;
+        ws.send_text("5").await;
         // The Socket.IO session moved along: the echo comes back over the WebSocket, which
         // also proves the server handled `5`.
         ws.send_text(r#"42["message","upgraded"]"#).await;
@@ -331,11 +216,7 @@ async fn eio_upgrade_to_websocket_then_polling_and_a_second_websocket_are_refuse
 
         let res = session.get().await;
         assert_eq!(res.status, 400, "poll after upgrade: {}", res.text());
-        expect_ws_refused(&ws_url(
-            &node,
-            &format!("EIO=4&transport=websocket&sid={}", session.sid),
-        ))
-        .await;
+        expect_ws_refused(&session.websocket_url()).await;
 
         ws.send_text(r#"42["message","still here"]"#).await;
         ws.expect_text(r#"42["message-back","still here"]"#).await;
@@ -348,53 +229,42 @@ async fn eio_upgrade_to_websocket_then_polling_and_a_second_websocket_are_refuse
 // Socket.IO: connect
 // =============================================================================================
 
+/// Sends `connect` on a fresh WebSocket session and checks the CONNECT answer for `nsp` and the
+/// greeting carrying `auth` ([`ws_connect`]).
+async fn assert_ws_connects(connect: &str, nsp: &str, auth: &str) {
+    let node = start_node();
+    let mut ws = ws_session(&node).await;
+    ws_connect(&mut ws, connect, nsp, auth).await;
+    ws.close().await;
+}
+
 #[tokio::test]
 async fn connect_to_the_main_namespace_answers_a_sid_and_greets_with_empty_auth() {
-    bounded(async {
-        let node = start_node();
-        let mut ws = ws_session(&node).await;
-        ws_connect(&mut ws, "40", "/", "{}").await;
-        ws.close().await;
-    })
-    .await;
+    bounded(assert_ws_connects("40", "/", "{}")).await;
 }
 
 #[tokio::test]
 async fn connect_to_the_main_namespace_with_a_payload_greets_with_that_payload() {
-    bounded(async {
-        let node = start_node();
-        let mut ws = ws_session(&node).await;
-        ws_connect(&mut ws, r#"40{"token":"123"}"#, "/", r#"{"token":"123"}"#).await;
-        ws.close().await;
-    })
+    bounded(assert_ws_connects(
+        r#"40{"token":"123"}"#,
+        "/",
+        r#"{"token":"123"}"#,
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn connect_to_the_custom_namespace_answers_a_sid_and_greets_with_empty_auth() {
-    bounded(async {
-        let node = start_node();
-        let mut ws = ws_session(&node).await;
-        ws_connect(&mut ws, "40/custom,", "/custom", "{}").await;
-        ws.close().await;
-    })
-    .await;
+    bounded(assert_ws_connects("40/custom,", "/custom", "{}")).await;
 }
 
 #[tokio::test]
 async fn connect_to_the_custom_namespace_with_a_payload_greets_with_that_payload() {
-    bounded(async {
-        let node = start_node();
-        let mut ws = ws_session(&node).await;
-        ws_connect(
-            &mut ws,
-            r#"40/custom,{"token":"abc"}"#,
-            "/custom",
-            r#"{"token":"abc"}"#,
-        )
-        .await;
-        ws.close().await;
-    })
+    bounded(assert_ws_connects(
+        r#"40/custom,{"token":"abc"}"#,
+        "/custom",
+        r#"{"token":"abc"}"#,
+    ))
     .await;
 }
 
@@ -450,6 +320,15 @@ async fn connect_answers_a_socket_sid_distinct_from_the_engine_sid() {
     .await;
 }
 
+/// Checks the time from just before the handshake to the close of a session that never sent
+/// CONNECT: not less than the connect timeout.
+fn assert_not_before_the_connect_timeout(elapsed: Duration) {
+    assert!(
+        elapsed >= CONNECT_TIMEOUT - Duration::from_millis(10),
+        "closed after {elapsed:?}, before the {CONNECT_TIMEOUT:?} connect timeout"
+    );
+}
+
 #[tokio::test]
 async fn session_without_connect_is_closed_after_the_connect_timeout_over_websocket() {
     bounded(async {
@@ -463,11 +342,8 @@ async fn session_without_connect_is_closed_after_the_connect_timeout_over_websoc
             seen.iter().all(|f| *f == Frame::text("1")),
             "frames before the close: {seen:?}"
         );
-        assert!(
-            elapsed >= CONNECT_TIMEOUT - Duration::from_millis(10),
-            "closed after {elapsed:?}, before the {CONNECT_TIMEOUT:?} connect timeout"
-        );
-        assert_sid_unknown(node.addr, &sid).await;
+        assert_not_before_the_connect_timeout(elapsed);
+        assert_sid_unknown(node.addr, BASE, &sid).await;
     })
     .await;
 }
@@ -486,10 +362,7 @@ async fn session_without_connect_is_closed_after_the_connect_timeout_over_pollin
             seen.iter().all(|p| p == "1"),
             "packets before the close: {seen:?}"
         );
-        assert!(
-            elapsed >= CONNECT_TIMEOUT - Duration::from_millis(10),
-            "closed after {elapsed:?}, before the {CONNECT_TIMEOUT:?} connect timeout"
-        );
+        assert_not_before_the_connect_timeout(elapsed);
     })
     .await;
 }
@@ -537,7 +410,7 @@ async fn connected_session_without_pong_is_closed_after_the_ping_timeout() {
             1,
             "one unanswered ping, then the close: {seen:?}"
         );
-        assert_sid_unknown(node.addr, &sid).await;
+        assert_sid_unknown(node.addr, BASE, &sid).await;
     })
     .await;
 }
@@ -582,75 +455,77 @@ async fn disconnect_from_the_custom_namespace_keeps_the_main_one() {
 // Socket.IO: messages
 // =============================================================================================
 
+/// On a fresh WebSocket session connected to `/`, sends each packet of `exchanges` and checks
+/// that the next packet is its answer.
+async fn assert_ws_answers(exchanges: &[(&str, &str)]) {
+    let node = start_node();
+    let mut ws = ws_connected(&node).await;
+    for (packet, answer) in exchanges {
+        ws.send_text(packet).await;
+        ws.expect_text(answer).await;
+    }
+    ws.close().await;
+}
+
+/// On a fresh WebSocket session connected to `/`, sends `packet` with the attachments
+/// [`ATTACHMENT_0`] and [`ATTACHMENT_1`], and checks that the next packets are `answer` with the
+/// same attachments.
+async fn assert_ws_binary_answer(packet: &str, answer: &str) {
+    let node = start_node();
+    let mut ws = ws_connected(&node).await;
+    ws.send_text(packet).await;
+    ws.send_binary(&ATTACHMENT_0).await;
+    ws.send_binary(&ATTACHMENT_1).await;
+    ws.expect_frames(&[
+        Frame::text(answer),
+        Frame::Binary(ATTACHMENT_0.to_vec()),
+        Frame::Binary(ATTACHMENT_1.to_vec()),
+    ])
+    .await;
+    ws.close().await;
+}
+
 #[tokio::test]
 async fn message_is_echoed_as_message_back_with_the_same_arguments() {
-    bounded(async {
-        let node = start_node();
-        let mut ws = ws_connected(&node).await;
-        ws.send_text(r#"42["message",1,"2",{"3":[true]}]"#).await;
-        ws.expect_text(r#"42["message-back",1,"2",{"3":[true]}]"#)
-            .await;
+    bounded(assert_ws_answers(&[
+        (
+            r#"42["message",1,"2",{"3":[true]}]"#,
+            r#"42["message-back",1,"2",{"3":[true]}]"#,
+        ),
         // No arguments, and other JSON types, come back as they were.
-        ws.send_text(r#"42["message"]"#).await;
-        ws.expect_text(r#"42["message-back"]"#).await;
-        ws.send_text(r#"42["message",null,false,-1.5,[],{}]"#).await;
-        ws.expect_text(r#"42["message-back",null,false,-1.5,[],{}]"#)
-            .await;
-        ws.close().await;
-    })
+        (r#"42["message"]"#, r#"42["message-back"]"#),
+        (
+            r#"42["message",null,false,-1.5,[],{}]"#,
+            r#"42["message-back",null,false,-1.5,[],{}]"#,
+        ),
+    ]))
     .await;
 }
 
 #[tokio::test]
 async fn message_with_binary_attachments_is_echoed_with_identical_attachments() {
-    bounded(async {
-        let node = start_node();
-        let mut ws = ws_connected(&node).await;
-        ws.send_text(&format!(r#"452-["message",{PLACEHOLDERS}]"#))
-            .await;
-        ws.send_binary(&ATTACHMENT_0).await;
-        ws.send_binary(&ATTACHMENT_1).await;
-        ws.expect_frames(&[
-            Frame::Text(format!(r#"452-["message-back",{PLACEHOLDERS}]"#)),
-            Frame::Binary(ATTACHMENT_0.to_vec()),
-            Frame::Binary(ATTACHMENT_1.to_vec()),
-        ])
-        .await;
-        ws.close().await;
-    })
+    bounded(assert_ws_binary_answer(
+        &format!(r#"452-["message",{PLACEHOLDERS}]"#),
+        &format!(r#"452-["message-back",{PLACEHOLDERS}]"#),
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn message_with_ack_is_acknowledged_with_the_same_arguments() {
-    bounded(async {
-        let node = start_node();
-        let mut ws = ws_connected(&node).await;
-        ws.send_text(r#"42456["message-with-ack",1,"2",{"3":[false]}]"#)
-            .await;
-        ws.expect_text(r#"43456[1,"2",{"3":[false]}]"#).await;
-        ws.close().await;
-    })
+    bounded(assert_ws_answers(&[(
+        r#"42456["message-with-ack",1,"2",{"3":[false]}]"#,
+        r#"43456[1,"2",{"3":[false]}]"#,
+    )]))
     .await;
 }
 
 #[tokio::test]
 async fn message_with_ack_and_binary_attachments_gets_a_binary_ack() {
-    bounded(async {
-        let node = start_node();
-        let mut ws = ws_connected(&node).await;
-        ws.send_text(&format!(r#"452-789["message-with-ack",{PLACEHOLDERS}]"#))
-            .await;
-        ws.send_binary(&ATTACHMENT_0).await;
-        ws.send_binary(&ATTACHMENT_1).await;
-        ws.expect_frames(&[
-            Frame::Text(format!(r#"462-789[{PLACEHOLDERS}]"#)),
-            Frame::Binary(ATTACHMENT_0.to_vec()),
-            Frame::Binary(ATTACHMENT_1.to_vec()),
-        ])
-        .await;
-        ws.close().await;
-    })
+    bounded(assert_ws_binary_answer(
+        &format!(r#"452-789["message-with-ack",{PLACEHOLDERS}]"#),
+        &format!(r#"462-789[{PLACEHOLDERS}]"#),
+    ))
     .await;
 }
 
@@ -718,10 +593,13 @@ async fn polling_connect_to_the_custom_namespace_with_a_payload_greets_with_that
     bounded(async {
         let node = start_node();
         let session = Polling::open(node.addr, BASE).await;
-        session.post_ok(r#"40/custom,{"token":"abc"}"#).await;
-        let packets = session.packets(2).await;
-        check_connect_ok(&Frame::Text(packets[0].clone()), "/custom");
-        assert_eq!(packets[1], r#"42/custom,["auth",{"token":"abc"}]"#);
+        polling_connect(
+            &session,
+            r#"40/custom,{"token":"abc"}"#,
+            "/custom",
+            r#"{"token":"abc"}"#,
+        )
+        .await;
     })
     .await;
 }
@@ -740,75 +618,59 @@ async fn polling_connect_to_an_unknown_namespace_is_refused_with_invalid_namespa
     .await;
 }
 
+/// On a fresh polling session connected to `/`, POSTs `payload` and checks that the next
+/// packets are exactly `answer`.
+async fn assert_polling_answer(payload: &str, answer: &[&str]) {
+    let node = start_node();
+    let session = polling_connected(&node).await;
+    session.post_ok(payload).await;
+    assert_eq!(session.packets(answer.len()).await, answer);
+}
+
+/// [`assert_polling_answer`] for `packet` with the attachments [`ATTACHMENT_0`] and
+/// [`ATTACHMENT_1`] (base64 records `bAQID` and `bBAUG`): the answer must be `answer` with the
+/// same attachments.
+async fn assert_polling_binary_answer(packet: &str, answer: &str) {
+    assert_polling_answer(
+        &format!("{packet}\x1ebAQID\x1ebBAUG"),
+        &[answer, "bAQID", "bBAUG"],
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn polling_message_is_echoed_as_message_back() {
-    bounded(async {
-        let node = start_node();
-        let session = polling_connected(&node).await;
-        session.post_ok(r#"42["message",1,"2",{"3":[true]}]"#).await;
-        assert_eq!(
-            session.packets(1).await,
-            [r#"42["message-back",1,"2",{"3":[true]}]"#]
-        );
-    })
+    bounded(assert_polling_answer(
+        r#"42["message",1,"2",{"3":[true]}]"#,
+        &[r#"42["message-back",1,"2",{"3":[true]}]"#],
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn polling_message_with_binary_attachments_is_echoed_as_base64_attachments() {
-    bounded(async {
-        let node = start_node();
-        let session = polling_connected(&node).await;
-        // `bAQID` = [1, 2, 3], `bBAUG` = [4, 5, 6].
-        session
-            .post_ok(&format!(
-                "452-[\"message\",1,{PLACEHOLDERS}]\x1ebAQID\x1ebBAUG"
-            ))
-            .await;
-        assert_eq!(
-            session.packets(3).await,
-            [
-                format!(r#"452-["message-back",1,{PLACEHOLDERS}]"#),
-                "bAQID".to_owned(),
-                "bBAUG".to_owned(),
-            ]
-        );
-    })
+    bounded(assert_polling_binary_answer(
+        &format!(r#"452-["message",1,{PLACEHOLDERS}]"#),
+        &format!(r#"452-["message-back",1,{PLACEHOLDERS}]"#),
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn polling_message_with_ack_is_acknowledged_with_the_same_arguments() {
-    bounded(async {
-        let node = start_node();
-        let session = polling_connected(&node).await;
-        session
-            .post_ok(r#"42456["message-with-ack",1,"2",{"3":[false]}]"#)
-            .await;
-        assert_eq!(session.packets(1).await, [r#"43456[1,"2",{"3":[false]}]"#]);
-    })
+    bounded(assert_polling_answer(
+        r#"42456["message-with-ack",1,"2",{"3":[false]}]"#,
+        &[r#"43456[1,"2",{"3":[false]}]"#],
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn polling_message_with_ack_and_binary_attachments_gets_a_binary_ack() {
-    bounded(async {
-        let node = start_node();
-        let session = polling_connected(&node).await;
-        session
-            .post_ok(&format!(
-                "452-789[\"message-with-ack\",1,{PLACEHOLDERS}]\x1ebAQID\x1ebBAUG"
-            ))
-            .await;
-        assert_eq!(
-            session.packets(3).await,
-            [
-                format!("462-789[1,{PLACEHOLDERS}]"),
-                "bAQID".to_owned(),
-                "bBAUG".to_owned(),
-            ]
-        );
-    })
+    bounded(assert_polling_binary_answer(
+        &format!(r#"452-789["message-with-ack",1,{PLACEHOLDERS}]"#),
+        &format!("462-789[1,{PLACEHOLDERS}]"),
+    ))
     .await;
 }
 
@@ -823,10 +685,7 @@ async fn polling_disconnect_from_the_main_namespace_keeps_the_session_open() {
         assert_eq!(res.status, 200, "{}", res.text());
         assert_eq!(res.text(), "2", "expected only the next ping");
         session.post_ok("3").await;
-        session.post_ok("40").await;
-        let packets = session.packets(2).await;
-        check_connect_ok(&Frame::Text(packets[0].clone()), "/");
-        assert_eq!(packets[1], r#"42["auth",{}]"#);
+        polling_connect(&session, "40", "/", "{}").await;
     })
     .await;
 }

@@ -2,6 +2,8 @@
 //! `conformance_socketio.rs`): an Engine.IO polling client and a WebSocket client that speak the
 //! raw wire format, answer heartbeats when asked to, and never wait without a bound.
 //!
+//! [`cases`] holds the Engine.IO cases both suites run, each written once for a base path.
+//!
 //! Needs `mod common;` next to `mod common_protocol;` in the test crate.
 
 #![allow(dead_code, unreachable_pub)]
@@ -24,6 +26,8 @@ use tokio_tungstenite::{
 
 use crate::common::{self, HttpResponse, NodeProcess};
 
+pub mod cases;
+
 /// `pingInterval` the reference server announces (ms).
 pub const PING_INTERVAL_MS: u64 = 300;
 /// `pingTimeout` the reference server announces (ms).
@@ -38,6 +42,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 pub const STEP: Duration = Duration::from_secs(5);
 /// Upper bound of a whole test.
 pub const TEST_BOUND: Duration = Duration::from_secs(60);
+/// How long a session that stopped answering pings may take to be closed: the reference closes
+/// it `pingTimeout` (200 ms) after the ping; the bound leaves room for a busy machine.
+pub const HEARTBEAT_CLOSE_BOUND: Duration = Duration::from_secs(3);
 
 /// Engine.IO record separator in polling payloads.
 pub const SEP: char = '\x1e';
@@ -199,6 +206,33 @@ pub fn error_code(res: &HttpResponse) -> serde_json::Value {
     res.json()["code"].clone()
 }
 
+/// Sends `method` to `path` without a body and checks the Engine.IO refusal: 400 with the error
+/// `code`. `what` names the request in failure messages. Returns the answer for further checks.
+pub async fn expect_refused(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    code: i64,
+    what: &str,
+) -> HttpResponse {
+    let res = common::http(addr, method, path, &[], b"").await;
+    assert_eq!(res.status, 400, "{what}: {}", res.text());
+    assert_eq!(error_code(&res), code, "{what}: {}", res.text());
+    res
+}
+
+/// Checks that `sid` no longer names an Engine.IO session below `base`: 400 `Session ID
+/// unknown`.
+pub async fn assert_sid_unknown(addr: SocketAddr, base: &str, sid: &str) {
+    let res = common::get(
+        addr,
+        &engine_path(base, &format!("EIO=4&transport=polling&sid={sid}")),
+    )
+    .await;
+    assert_eq!(res.status, 400, "sid {sid} still accepted: {}", res.text());
+    assert_eq!(error_code(&res), 1, "{}", res.text());
+}
+
 /// An Engine.IO session over HTTP long-polling.
 #[derive(Debug, Clone)]
 pub struct Polling {
@@ -239,6 +273,37 @@ impl Polling {
     /// One POST of `body`.
     pub async fn post(&self, body: &[u8]) -> HttpResponse {
         common::post(self.addr, &self.path(), body).await
+    }
+
+    /// `ws://` URL of a WebSocket for this session (the transport of an upgrade).
+    pub fn websocket_url(&self) -> String {
+        let path = engine_path(
+            &self.base,
+            &format!("EIO=4&transport=websocket&sid={}", self.sid),
+        );
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Opens a WebSocket for this session and probes it: `2probe` answered with `3probe`.
+    pub async fn probe(&self) -> Ws {
+        let mut ws = Ws::connect(&self.websocket_url()).await;
+        ws.send_text("2probe").await;
+        assert_eq!(ws.next_frame().await, Frame::text("3probe"));
+        ws
+    }
+
+    /// Probes a WebSocket for this session, then checks that the next poll is ended with a noop,
+    /// as the reference suites do. The upgrade is not completed (no `5` sent).
+    pub async fn probe_upgrade(&self) -> Ws {
+        let ws = self.probe().await;
+        let res = self.get().await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(
+            res.text(),
+            "6",
+            "a poll during the upgrade must end with a noop"
+        );
+        ws
     }
 
     /// POSTs `body` and checks the reference answer, 200 `ok`.

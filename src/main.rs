@@ -4,7 +4,7 @@
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use corral_node::{Node, NodeConfig};
+use corral_node::{Node, NodeConfig, bus::EmitConfig};
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
     sync::oneshot,
@@ -39,6 +39,12 @@ enum Command {
     /// connected clients are handed off so they reconnect, and the process exits within
     /// --drain-timeout. A second signal exits at once.
     Node(NodeConfig),
+
+    /// Publish one event to the rooms of a cluster through NATS, without being a Socket.IO
+    /// server (for backend jobs and scripts).
+    ///
+    /// Example: corral emit --nats nats://127.0.0.1:4222 --room lobby announcement '{"text":"hi"}'
+    Emit(EmitConfig),
 }
 
 fn init_logging(format: LogFormat) {
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Node(config) => run_node(config).await,
+            Command::Emit(config) => config.run().await.map_err(Into::into),
         }
     });
     // Do not wait for stray tasks (e.g. sockets still closing) after the node has stopped.

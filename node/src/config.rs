@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
-use crate::identity::NodeId;
+use crate::{bus::BusConfig, identity::NodeId};
 
 /// Everything a node needs to start. Build it from the command line (it is a clap [`Args`]) or
 /// from [`NodeConfig::default`] and adjust fields.
@@ -87,6 +87,10 @@ pub struct NodeConfig {
     #[arg(long, env = "CORRAL_MAX_BUFFER_SIZE", default_value_t = 128)]
     pub max_buffer_size: usize,
 
+    /// The cluster bus.
+    #[command(flatten)]
+    pub bus: BusConfig,
+
     /// The `socket.io-client` browser bundle served at `/assets/socket.io.min.js` for the chat page
     /// (installed by `npm ci`).
     #[arg(
@@ -106,6 +110,8 @@ pub enum AppKind {
     Bench,
     /// The reference server of the Socket.IO v5 and Engine.IO v4 protocol test suites.
     Conformance,
+    /// A test fixture that performs any cluster operation a client asks for; never expose it.
+    ClusterCheck,
 }
 
 impl AppKind {
@@ -115,6 +121,7 @@ impl AppKind {
             AppKind::Chat => "chat",
             AppKind::Bench => "bench",
             AppKind::Conformance => "conformance",
+            AppKind::ClusterCheck => "cluster-check",
         }
     }
 }
@@ -166,6 +173,19 @@ pub enum ConfigError {
         /// The drain timeout.
         timeout: humantime::Duration,
     },
+    /// Heartbeats too sparse for their timeout.
+    #[error(
+        "--heartbeat-timeout ({timeout}) must be longer than --heartbeat-interval ({interval})"
+    )]
+    HeartbeatTiming {
+        /// The interval.
+        interval: humantime::Duration,
+        /// The timeout.
+        timeout: humantime::Duration,
+    },
+    /// The subject prefix is not a valid NATS subject.
+    #[error("--subject-prefix: {0}")]
+    SubjectPrefix(#[from] corral_adapter_nats::subjects::PrefixError),
     /// A size flag was zero.
     #[error("{0} must be greater than zero")]
     ZeroSize(&'static str),
@@ -221,6 +241,19 @@ impl NodeConfig {
                 timeout: self.drain_timeout,
             });
         }
+        let (interval, timeout, request) = self.bus.timings();
+        if interval.is_zero() || request.is_zero() {
+            return Err(ConfigError::ZeroDuration(
+                "--heartbeat-interval and --request-timeout",
+            ));
+        }
+        if timeout <= interval {
+            return Err(ConfigError::HeartbeatTiming {
+                interval: self.bus.heartbeat_interval,
+                timeout: self.bus.heartbeat_timeout,
+            });
+        }
+        corral_adapter_nats::subjects::Subjects::new(&self.bus.subject_prefix)?;
         if self.max_payload < 1024 {
             return Err(ConfigError::TinyPayload(self.max_payload));
         }

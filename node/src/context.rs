@@ -15,9 +15,9 @@ use std::{
     },
 };
 
-use socketioxide::{
-    SocketIo, TransportType, adapter::Adapter, extract::SocketRef, socket::DisconnectReason,
-};
+use socketioxide::{SocketIo, adapter::Adapter, extract::SocketRef, socket::DisconnectReason};
+
+use corral_adapter_nats::{BusStatus, Cluster, Driver, DynDriver};
 
 use crate::{identity::NodeId, metrics::NodeMetrics};
 
@@ -56,21 +56,44 @@ pub(crate) struct Readiness {
     draining: AtomicBool,
 }
 
+/// What `/readyz` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadyState {
+    /// Takes new sessions, connected to the cluster.
+    Ready,
+    /// Serves its own clients but the bus is down: broadcasts do not reach other nodes.
+    BusDisconnected,
+    /// Shutting down: refuses new sessions.
+    Draining,
+}
+
 /// Shared state of a running node, handed to apps when they register their handlers.
 #[derive(Clone, Debug)]
 pub struct NodeContext {
     node_id: NodeId,
     metrics: Arc<NodeMetrics>,
     readiness: Arc<Readiness>,
+    cluster: Cluster<DynDriver>,
 }
 
 impl NodeContext {
-    pub(crate) fn new(node_id: NodeId, metrics: Arc<NodeMetrics>) -> Self {
+    pub(crate) fn new(
+        node_id: NodeId,
+        metrics: Arc<NodeMetrics>,
+        cluster: Cluster<DynDriver>,
+    ) -> Self {
         NodeContext {
             node_id,
             metrics,
             readiness: Arc::default(),
+            cluster,
         }
+    }
+
+    /// The cluster this node belongs to: its live members, and server-to-server events
+    /// ([`Cluster::emit_to_servers`], [`Cluster::ask_servers`], [`Cluster::on_server_event`]).
+    pub fn cluster(&self) -> &Cluster<DynDriver> {
+        &self.cluster
     }
 
     /// This node's id.
@@ -88,9 +111,15 @@ impl NodeContext {
         self.readiness.draining.load(Ordering::Acquire)
     }
 
-    /// Why the node does not take new sessions, or `None` when it is ready.
-    pub(crate) fn not_ready_reason(&self) -> Option<&'static str> {
-        self.is_draining().then_some("draining")
+    /// How ready the node is.
+    pub(crate) fn readiness(&self) -> ReadyState {
+        if self.is_draining() {
+            ReadyState::Draining
+        } else if *self.cluster.driver().status().borrow() != BusStatus::Connected {
+            ReadyState::BusDisconnected
+        } else {
+            ReadyState::Ready
+        }
     }
 
     pub(crate) fn start_draining(&self) {
@@ -131,16 +160,8 @@ impl NodeContext {
     }
 
     /// Counts connected sockets by their current transport and updates the gauges.
-    pub(crate) fn refresh_connected<A: Adapter>(&self, io: &SocketIo<A>) {
-        let (mut polling, mut websocket) = (0, 0);
-        for ns in io.nsps() {
-            for socket in ns.sockets() {
-                match socket.transport_type() {
-                    TransportType::Polling => polling += 1,
-                    TransportType::Websocket => websocket += 1,
-                }
-            }
-        }
-        self.metrics.set_connected(polling, websocket);
+    pub(crate) fn refresh_connected(&self, io: &crate::Io) {
+        let (all, websocket) = crate::server::count_sockets(io);
+        self.metrics.set_connected(all - websocket, websocket);
     }
 }

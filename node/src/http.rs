@@ -11,9 +11,13 @@ use http::{
 };
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::{body::Incoming, service::Service};
-use socketioxide::{SocketIo, TransportType, adapter::Adapter};
+use socketioxide::TransportType;
 
-use crate::{context::NodeContext, session::SessionSeal};
+use crate::{
+    Io,
+    context::{NodeContext, ReadyState},
+    session::SessionSeal,
+};
 
 /// The response body every node endpoint answers with. Bodies are built in memory or by
 /// socketioxide, neither of which fails.
@@ -142,14 +146,14 @@ pub(crate) struct FrontConfig {
 }
 
 /// The outermost service of a node; `S` is the socketioxide service.
-pub(crate) struct Front<S, A: Adapter> {
+pub(crate) struct Front<S> {
     engine: S,
-    io: SocketIo<A>,
+    io: Io,
     ctx: NodeContext,
     config: Arc<FrontConfig>,
 }
 
-impl<S: Clone, A: Adapter> Clone for Front<S, A> {
+impl<S: Clone> Clone for Front<S> {
     fn clone(&self) -> Self {
         Front {
             engine: self.engine.clone(),
@@ -160,8 +164,8 @@ impl<S: Clone, A: Adapter> Clone for Front<S, A> {
     }
 }
 
-impl<S, A: Adapter> Front<S, A> {
-    pub(crate) fn new(engine: S, io: SocketIo<A>, ctx: NodeContext, config: FrontConfig) -> Self {
+impl<S> Front<S> {
+    pub(crate) fn new(engine: S, io: Io, ctx: NodeContext, config: FrontConfig) -> Self {
         Front {
             engine,
             io,
@@ -177,14 +181,29 @@ impl<S, A: Adapter> Front<S, A> {
         }
         let res = match req.uri().path() {
             "/healthz" => full(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-            "/readyz" => match self.ctx.not_ready_reason() {
-                None => full(StatusCode::OK, "application/json", r#"{"status":"ready"}"#),
-                Some(reason) => full(
+            "/readyz" => match self.ctx.readiness() {
+                ReadyState::Ready => {
+                    full(StatusCode::OK, "application/json", r#"{"status":"ready"}"#)
+                }
+                ReadyState::BusDisconnected => full(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "application/json",
-                    format!(r#"{{"status":"not_ready","reason":"{reason}"}}"#),
+                    r#"{"status":"degraded","reason":"bus_disconnected"}"#,
+                ),
+                ReadyState::Draining => full(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    r#"{"status":"not_ready","reason":"draining"}"#,
                 ),
             },
+            "/cluster/nodes" => {
+                let nodes = self.ctx.cluster().nodes();
+                full(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_vec(&nodes).unwrap_or_default(),
+                )
+            }
             "/metrics" => {
                 self.ctx.refresh_connected(&self.io);
                 full(
@@ -210,12 +229,11 @@ enum EngineRequest {
     Session,
 }
 
-impl<S, A, B> Service<Request<Incoming>> for Front<S, A>
+impl<S, B> Service<Request<Incoming>> for Front<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
     S::Future: Send + 'static,
     B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
-    A: Adapter,
 {
     type Response = Response<HttpBody>;
     type Error = Infallible;

@@ -9,22 +9,26 @@
 //! load tester, the protocol conformance server) or your own handlers:
 //!
 //! ```no_run
-//! use corral_node::{Node, NodeConfig};
+//! use corral_node::{Node, NodeAdapter, NodeConfig};
 //! use socketioxide::extract::{Data, SocketRef};
+//! use socketioxide_core::adapter::Spawnable;
 //!
 //! # async fn example() -> Result<(), corral_node::NodeError> {
 //! let config = NodeConfig { listen: "127.0.0.1:0".parse().unwrap(), ..NodeConfig::default() };
-//! let node = Node::bind_with(config, |io, ctx| {
-//!     let ctx = ctx.clone();
-//!     io.ns("/", move |socket: SocketRef| {
-//!         ctx.on_disconnect(&socket, |_, reason| async move { println!("left: {reason}") });
-//!         socket.on("ping", |socket: SocketRef, Data(n): Data<u32>| async move {
-//!             socket.emit("pong", &n).ok();
-//!         });
-//!         async {}
-//!     });
-//! })
-//! .await?;
+//! let node = Node::builder(config)
+//!     .handlers(|io, ctx| {
+//!         let ctx = ctx.clone();
+//!         io.ns("/", move |socket: SocketRef<NodeAdapter>| {
+//!             ctx.on_disconnect(&socket, |_, reason| async move { println!("left: {reason}") });
+//!             socket.on("ping", |socket: SocketRef<NodeAdapter>, Data(n): Data<u32>| async move {
+//!                 socket.emit("pong", &n).ok();
+//!             });
+//!             async {}
+//!         })
+//!         .spawn();
+//!     })
+//!     .bind()
+//!     .await?;
 //! node.run(async { tokio::signal::ctrl_c().await.ok(); }).await;
 //! # Ok(())
 //! # }
@@ -33,6 +37,7 @@
 //! Flags, endpoints and the drain are described in `docs/node.md`; metrics in `docs/metrics.md`.
 
 mod apps;
+pub mod bus;
 pub mod config;
 mod context;
 #[cfg(test)]
@@ -47,4 +52,4 @@ pub use config::{AppKind, NodeConfig, Transport};
 pub use context::NodeContext;
 pub use identity::NodeId;
 pub use metrics::NodeMetrics;
-pub use server::{Node, NodeError};
+pub use server::{Io, Node, NodeAdapter, NodeBuilder, NodeError};

@@ -4,31 +4,11 @@
 //! it, and `docs/metrics.md` carries a table rendered from it (a test keeps the two equal).
 
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 use socketioxide::{TransportType, socket::DisconnectReason};
 
-/// Kind of a Prometheus metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    /// A monotonically increasing count.
-    Counter,
-    /// A value that goes up and down.
-    Gauge,
-}
-
-/// One metric: its name, kind, labels and help text.
-#[derive(Debug, Clone, Copy)]
-pub struct MetricDef {
-    /// Full Prometheus name.
-    pub name: &'static str,
-    /// Counter or gauge.
-    pub kind: MetricKind,
-    /// Label names, in order.
-    pub labels: &'static [&'static str],
-    /// What it measures, for `# HELP` and the docs.
-    pub help: &'static str,
-}
+pub use corral_adapter_nats::metrics::{MetricDef, MetricKind};
 
 /// Socket.IO sockets connected to this node (one per namespace a client joined).
 pub const CONNECTED_SOCKETS: MetricDef = MetricDef {
@@ -121,29 +101,12 @@ pub struct NodeMetrics {
     draining: IntGauge,
 }
 
-fn opts(def: &MetricDef) -> Opts {
-    Opts::new(def.name, def.help)
-}
-
-/// Registers a metric built from `def`. Fails only on a programming error in the catalog (an
-/// invalid or duplicate name), which the unit tests rule out.
-fn register<M>(registry: &Registry, def: &MetricDef, metric: prometheus::Result<M>) -> M
-where
-    M: prometheus::core::Collector + Clone + 'static,
-{
-    let metric = metric.unwrap_or_else(|e| panic!("{}: {e}", def.name));
-    registry
-        .register(Box::new(metric.clone()))
-        .unwrap_or_else(|e| panic!("{}: {e}", def.name));
-    metric
-}
-
 fn counter_vec(registry: &Registry, def: &MetricDef) -> IntCounterVec {
-    register(registry, def, IntCounterVec::new(opts(def), def.labels))
+    def.register(registry, IntCounterVec::new(def.opts(), def.labels))
 }
 
 fn gauge_vec(registry: &Registry, def: &MetricDef) -> IntGaugeVec {
-    register(registry, def, IntGaugeVec::new(opts(def), def.labels))
+    def.register(registry, IntGaugeVec::new(def.opts(), def.labels))
 }
 
 impl NodeMetrics {
@@ -171,18 +134,12 @@ impl NodeMetrics {
             handshakes: counter_vec(&registry, &HANDSHAKES),
             handshakes_rejected: counter_vec(&registry, &HANDSHAKES_REJECTED),
             requests_rejected: counter_vec(&registry, &REQUESTS_REJECTED),
-            events_received: register(
-                &registry,
-                &EVENTS_RECEIVED,
-                IntCounter::with_opts(opts(&EVENTS_RECEIVED)),
-            ),
-            events_emitted: register(
-                &registry,
-                &EVENTS_EMITTED,
-                IntCounter::with_opts(opts(&EVENTS_EMITTED)),
-            ),
+            events_received: EVENTS_RECEIVED
+                .register(&registry, IntCounter::with_opts(EVENTS_RECEIVED.opts())),
+            events_emitted: EVENTS_EMITTED
+                .register(&registry, IntCounter::with_opts(EVENTS_EMITTED.opts())),
             disconnects: counter_vec(&registry, &DISCONNECTS),
-            draining: register(&registry, &DRAINING, IntGauge::with_opts(opts(&DRAINING))),
+            draining: DRAINING.register(&registry, IntGauge::with_opts(DRAINING.opts())),
             registry,
         }
     }
@@ -237,6 +194,11 @@ impl NodeMetrics {
             .set(as_gauge(websocket));
     }
 
+    /// The registry, for other parts of the node (the cluster adapter) to register in.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = Vec::with_capacity(8 * 1024);
@@ -274,27 +236,7 @@ pub(crate) fn reason_label(reason: DisconnectReason) -> &'static str {
 
 /// The Markdown table of [`CATALOG`] that `docs/metrics.md` embeds.
 pub fn catalog_markdown() -> String {
-    let mut out = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
-    for def in CATALOG {
-        let kind = match def.kind {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-        };
-        let labels = if def.labels.is_empty() {
-            "—".to_owned()
-        } else {
-            def.labels
-                .iter()
-                .map(|l| format!("`{l}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        out.push_str(&format!(
-            "| `{}` | {kind} | {labels} | {} |\n",
-            def.name, def.help
-        ));
-    }
-    out
+    corral_adapter_nats::metrics::catalog_markdown(CATALOG)
 }
 
 #[cfg(test)]
@@ -342,5 +284,8 @@ mod tests {
     #[test]
     fn docs_list_every_metric() {
         crate::doc_tables::check("docs/metrics.md", "node-metrics", &catalog_markdown());
+        let adapter =
+            corral_adapter_nats::metrics::catalog_markdown(corral_adapter_nats::metrics::CATALOG);
+        crate::doc_tables::check("docs/metrics.md", "adapter-metrics", &adapter);
     }
 }

@@ -7,11 +7,16 @@
 //! optional grace period that lets routers notice the 503 first. Last, it
 //! stops accepting and waits for in-flight HTTP requests, all within `--drain-timeout`.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use corral_adapter_nats::{
+    AdapterMetrics, Cluster, ClusterAdapter, ClusterConfig, ClusterError, Driver, DynDriver,
+};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use socketioxide::{SocketIo, SocketIoConfig, TransportType, adapter::LocalAdapter};
+use socketioxide::{
+    SocketIo, SocketIoConfig, TransportType, adapter::Emitter, service::SocketIoService,
+};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
@@ -21,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     apps::{self, Pages, conformance},
+    bus::BusError,
     config::{AppKind, ConfigError, NodeConfig, Transport},
     context::NodeContext,
     http::{Cors, Front, FrontConfig},
@@ -42,6 +48,12 @@ pub enum NodeError {
     /// The operating system could not provide random bytes for the session seal.
     #[error("no randomness for the session seal: {0}")]
     Random(getrandom::Error),
+    /// The bus could not be set up.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The cluster could not be joined.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -52,46 +64,62 @@ pub enum NodeError {
     },
 }
 
-type Service = Front<socketioxide::service::SocketIoService<Pages, LocalAdapter>, LocalAdapter>;
+/// The socketioxide adapter of a node: the cluster adapter on whatever bus was chosen.
+pub type NodeAdapter = ClusterAdapter<Emitter, DynDriver>;
+/// The Socket.IO handle of a node.
+pub type Io = SocketIo<NodeAdapter>;
+
+type Service = Front<SocketIoService<Pages, NodeAdapter>>;
+type Register = Box<dyn FnOnce(&Io, &NodeContext) + Send>;
 
 /// A bound node, ready to [`run`](Node::run).
 pub struct Node {
     listener: TcpListener,
     local_addr: SocketAddr,
-    io: SocketIo,
+    io: Io,
     ctx: NodeContext,
     service: Service,
     drain_timeout: Duration,
     drain_grace: Duration,
 }
 
-impl Node {
-    /// Binds the listen address and sets up the built-in app chosen by `config.app`.
-    pub async fn bind(config: NodeConfig) -> Result<Node, NodeError> {
-        let app = config.app;
-        Self::build(config, Some(app), |io, ctx| apps::install(app, io, ctx)).await
+/// Builds a [`Node`] with choices the command line does not offer: your own handlers, your
+/// own bus driver.
+pub struct NodeBuilder {
+    config: NodeConfig,
+    driver: Option<DynDriver>,
+    register: Option<Register>,
+}
+
+impl NodeBuilder {
+    /// Runs the cluster on `driver` instead of the bus `config.bus` describes (e.g. a driver
+    /// for another broker, or a [`MemoryBus`](corral_adapter_nats::MemoryBus) shared by several
+    /// nodes in one process).
+    pub fn driver(mut self, driver: impl Driver) -> Self {
+        self.driver = Some(DynDriver::new(driver));
+        self
     }
 
-    /// Binds the listen address with the caller's own Socket.IO handlers instead of a built-in
-    /// app. `register` gets the `SocketIo` handle and the [`NodeContext`]; use
-    /// [`NodeContext::on_disconnect`] for leave logic so it also runs when the node drains.
-    pub async fn bind_with(
-        config: NodeConfig,
-        register: impl FnOnce(&SocketIo, &NodeContext),
-    ) -> Result<Node, NodeError> {
-        Self::build(config, None, register).await
+    /// Registers your own Socket.IO handlers instead of the built-in app. `register` gets the
+    /// `SocketIo` handle and the [`NodeContext`]; use [`NodeContext::on_disconnect`] for leave
+    /// logic so it also runs when the node drains.
+    pub fn handlers(mut self, register: impl FnOnce(&Io, &NodeContext) + Send + 'static) -> Self {
+        self.register = Some(Box::new(register));
+        self
     }
 
-    async fn build(
-        config: NodeConfig,
-        app: Option<AppKind>,
-        register: impl FnOnce(&SocketIo, &NodeContext),
-    ) -> Result<Node, NodeError> {
+    /// Binds the listen address, joins the cluster and sets up the app.
+    pub async fn bind(self) -> Result<Node, NodeError> {
+        let NodeBuilder {
+            config,
+            driver,
+            register,
+        } = self;
         let config = config.validated()?;
+        let app = register.is_none().then_some(config.app);
         let node_id = config.node_id();
         let app_name = app.map_or("custom", AppKind::as_str);
-        let metrics = std::sync::Arc::new(NodeMetrics::new(node_id.as_str(), app_name));
-        let ctx = NodeContext::new(node_id.clone(), metrics);
+        let metrics = Arc::new(NodeMetrics::new(node_id.as_str(), app_name));
 
         let listener =
             TcpListener::bind(config.listen)
@@ -104,6 +132,32 @@ impl Node {
             addr: config.listen,
             source,
         })?;
+
+        let driver = match driver {
+            Some(driver) => driver,
+            None => config.bus.connect(node_id.as_str()).await?,
+        };
+        let (heartbeat_interval, heartbeat_timeout, request_timeout) = config.bus.timings();
+        let cluster_config = ClusterConfig {
+            prefix: config.bus.subject_prefix.clone(),
+            uid: node_id.server_uid(),
+            node_id: node_id.to_string(),
+            address: config
+                .bus
+                .advertise_address
+                .clone()
+                .unwrap_or_else(|| advertised(local_addr)),
+            heartbeat_interval,
+            heartbeat_timeout,
+            request_timeout,
+        };
+        let cluster = Cluster::start(
+            driver,
+            cluster_config,
+            AdapterMetrics::new(metrics.registry()),
+        )
+        .await?;
+        let ctx = NodeContext::new(node_id.clone(), metrics, cluster.clone());
 
         let mut sio_config = SocketIoConfig::default();
         sio_config.server_id = node_id.server_uid();
@@ -118,14 +172,21 @@ impl Node {
             .ws_max_message_size(max_payload)
             .ws_max_frame_size(max_payload)
             .ws_read_buffer_size(config.ws_read_buffer_size)
-            .max_buffer_size(config.max_buffer_size);
+            .max_buffer_size(config.max_buffer_size)
+            .with_adapter::<NodeAdapter>(cluster.clone());
         let builder = match config.transports.as_slice() {
             [Transport::Polling] => builder.transports([TransportType::Polling]),
             [Transport::Websocket] => builder.transports([TransportType::Websocket]),
             _ => builder.transports([TransportType::Polling, TransportType::Websocket]),
         };
         let (engine, io) = builder.build_with_inner_svc(Pages::new(app, &config));
-        register(&io, &ctx);
+        match (register, app) {
+            (Some(register), _) => register(&io, &ctx),
+            (None, Some(app)) => apps::install(app, &io, &ctx),
+            (None, None) => {}
+        }
+        let counted = io.clone();
+        cluster.set_connection_counter(Arc::new(move || count_sockets(&counted).0 as u64));
 
         let mut engine_paths = vec![config.path.clone()];
         if app == Some(AppKind::Conformance) {
@@ -142,6 +203,7 @@ impl Node {
             node_id = %node_id,
             listen = %local_addr,
             app = app_name,
+            adapter = ?config.bus.adapter,
             path = config.path,
             "node listening"
         );
@@ -155,6 +217,50 @@ impl Node {
             drain_grace: *config.drain_grace,
         })
     }
+}
+
+/// `local` as others should dial it: an unspecified IP becomes this host's name.
+fn advertised(local: SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        format!(
+            "{}:{}",
+            gethostname::gethostname().to_string_lossy(),
+            local.port()
+        )
+    } else {
+        local.to_string()
+    }
+}
+
+/// Sockets on this node: all of them, and how many are on WebSocket.
+pub(crate) fn count_sockets(io: &Io) -> (usize, usize) {
+    let (mut all, mut websocket) = (0, 0);
+    for ns in io.nsps() {
+        for socket in ns.sockets() {
+            all += 1;
+            if socket.transport_type() == TransportType::Websocket {
+                websocket += 1;
+            }
+        }
+    }
+    (all, websocket)
+}
+
+impl Node {
+    /// Binds the listen address, joins the cluster `config.bus` describes, and sets up the
+    /// built-in app chosen by `config.app`.
+    pub async fn bind(config: NodeConfig) -> Result<Node, NodeError> {
+        Node::builder(config).bind().await
+    }
+
+    /// A builder, for your own handlers or bus driver.
+    pub fn builder(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            driver: None,
+            register: None,
+        }
+    }
 
     /// The address the node actually listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
@@ -167,7 +273,7 @@ impl Node {
     }
 
     /// The Socket.IO handle, e.g. to emit from outside a handler.
-    pub fn io(&self) -> &SocketIo {
+    pub fn io(&self) -> &Io {
         &self.io
     }
 
@@ -195,11 +301,13 @@ impl Node {
 
         let deadline = Instant::now() + drain_timeout;
         ctx.start_draining();
-        let sockets: usize = io.nsps().into_iter().map(|ns| ns.sockets().len()).sum();
+        let (sockets, _) = count_sockets(&io);
         tracing::info!(sockets, timeout = ?drain_timeout, "draining: refusing new sessions, handing clients off");
 
         let handoff = async {
-            // Clients stay while routers learn from /readyz that this node is leaving.
+            // Peers and gateways hear it from the bus, routers polling /readyz from the 503.
+            ctx.cluster().set_draining().await;
+            // Clients stay while routers learn that this node is leaving.
             sleep(drain_grace).await;
             ctx.run_disconnect_hooks(&io).await;
             io.close().await;
@@ -226,6 +334,10 @@ impl Node {
                 open,
                 "drain timeout reached with HTTP connections still open"
             );
+        }
+        // The others forget this node now rather than after the heartbeat timeout.
+        if timeout_at(deadline, ctx.cluster().leave()).await.is_err() {
+            tracing::warn!("drain timeout reached before the goodbye was sent");
         }
         tracing::info!("node stopped");
     }

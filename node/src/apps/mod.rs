@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod chat;
+mod cluster_check;
 pub(crate) mod conformance;
 
 use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
@@ -31,6 +32,7 @@ pub(crate) fn install<A: Adapter + DefinedAdapter>(
         AppKind::Chat => chat::install(io, ctx),
         AppKind::Bench => bench::install(io, ctx),
         AppKind::Conformance => conformance::install(io, ctx),
+        AppKind::ClusterCheck => cluster_check::install(io, ctx),
     }
 }
 
@@ -63,7 +65,7 @@ impl Pages {
             Some(AppKind::Chat) => {
                 PagesInner::Chat(chat::pages::ChatPages::new(config.client_bundle.clone()))
             }
-            Some(AppKind::Bench) => PagesInner::Bench,
+            Some(AppKind::Bench | AppKind::ClusterCheck) => PagesInner::Bench,
             Some(AppKind::Conformance) => {
                 PagesInner::Conformance(conformance::echo_service(config))
             }

@@ -1,0 +1,4 @@
+//! The drivers this crate ships.
+
+pub mod memory;
+pub mod nats;

@@ -9,7 +9,7 @@
 //! | event | arguments | what the node does, ack |
 //! |---|---|---|
 //! | `join` / `leave` | `[rooms]` | this socket joins / leaves; `{node}` |
-//! | `emit` | `{rooms, except, event, data, volatile, local}` | `io.to(rooms).except(except)…emit(event, data)`; `{ok}` |
+//! | `emit` | `{rooms, except, event, data, volatile, local}` | `io.to(rooms).except(except)…emit(event, data)`; `{ok}` or `{ok: false, error}` |
 //! | `broadcast` | `{event, data}` | `socket.broadcast().emit` (everyone but the sender); `{ok}` |
 //! | `to` | `{rooms, event, data}` | `socket.to(rooms).emit` (the rooms but the sender); `{ok}` |
 //! | `ask` | `{rooms, event, data, timeout_ms}` | broadcast with acks; `[{id, ok}|{id, error}]` |
@@ -74,6 +74,23 @@ struct Hello<'a> {
 #[derive(Serialize)]
 struct Done {
     ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Done {
+    fn of<E: std::fmt::Display>(result: Result<(), E>) -> Done {
+        match result {
+            Ok(()) => Done {
+                ok: true,
+                error: None,
+            },
+            Err(err) => Done {
+                ok: false,
+                error: Some(err.to_string()),
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -119,11 +136,10 @@ pub(crate) fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, ctx: &NodeC
                     };
                     // Every socket of this dynamic namespace, on every node, sender included.
                     let result = s.broadcast().emit(&t.event, &t.data).await;
-                    let sent = s.emit(&t.event, &t.data).is_ok();
-                    ack.send(&Done {
-                        ok: result.is_ok() && sent,
-                    })
-                    .ok();
+                    let result = result
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| s.emit(&t.event, &t.data).map_err(|e| e.to_string()));
+                    ack.send(&Done::of(result)).ok();
                 },
             );
         }
@@ -202,8 +218,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContex
             if t.local {
                 op = op.local();
             }
-            let ok = op.emit(&t.event, &t.data).await.is_ok();
-            ack.send(&Done { ok }).ok();
+            ack.send(&Done::of(op.emit(&t.event, &t.data).await)).ok();
         },
     );
 
@@ -213,8 +228,8 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContex
             let Ok(t) = t else {
                 return reply_error(ack, "broadcast takes {event, data}");
             };
-            let ok = s.broadcast().emit(&t.event, &t.data).await.is_ok();
-            ack.send(&Done { ok }).ok();
+            ack.send(&Done::of(s.broadcast().emit(&t.event, &t.data).await))
+                .ok();
         },
     );
 
@@ -224,8 +239,8 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContex
             let Ok(t) = t else {
                 return reply_error(ack, "to takes {rooms, event, data}");
             };
-            let ok = s.to(t.rooms).emit(&t.event, &t.data).await.is_ok();
-            ack.send(&Done { ok }).ok();
+            ack.send(&Done::of(s.to(t.rooms).emit(&t.event, &t.data).await))
+                .ok();
         },
     );
 
@@ -338,8 +353,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContex
             let Ok(t) = t else {
                 return reply_error(ack, "sockets-join takes {rooms, room}");
             };
-            let ok = i.to(t.rooms).join(t.room).await.is_ok();
-            ack.send(&Done { ok }).ok();
+            ack.send(&Done::of(i.to(t.rooms).join(t.room).await)).ok();
         },
     );
     let i = io.clone();
@@ -349,8 +363,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContex
             let Ok(t) = t else {
                 return reply_error(ack, "sockets-leave takes {rooms, room}");
             };
-            let ok = i.to(t.rooms).leave(t.room).await.is_ok();
-            ack.send(&Done { ok }).ok();
+            ack.send(&Done::of(i.to(t.rooms).leave(t.room).await)).ok();
         },
     );
     let i = io.clone();
@@ -361,7 +374,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContex
                 return reply_error(ack, "disconnect takes {rooms}");
             };
             // Ack first: this socket may be among the ones disconnected.
-            ack.send(&Done { ok: true }).ok();
+            ack.send(&Done::of(Ok::<(), String>(()))).ok();
             if let Err(err) = i.to(t.rooms).disconnect().await {
                 tracing::warn!(%err, "cluster-check: disconnect failed");
             }
@@ -418,8 +431,8 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContex
                 return reply_error(ack, "server-emit takes {data}");
             };
             let data = serde_json::to_value(&t.data).unwrap_or_default();
-            let ok = c.cluster().emit_to_servers("relay", &data).await.is_ok();
-            ack.send(&Done { ok }).ok();
+            ack.send(&Done::of(c.cluster().emit_to_servers("relay", &data).await))
+                .ok();
         },
     );
 }

@@ -10,13 +10,11 @@
 
 #![allow(clippy::print_stdout)] // a report is this program's output
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use support::{Process, arg, median};
 
 use futures_util::{SinkExt, StreamExt, stream};
 use tokio::{sync::oneshot, task::JoinSet};
@@ -56,67 +54,20 @@ const SETTINGS: &[Setting] = &[
     },
 ];
 
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(setting: &Setting) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args([
-            "--log-format",
-            "json",
-            "node",
-            "--app",
-            "bench",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--ws-read-buffer-size", &setting.ws_read_buffer.to_string()])
-        .args(["--max-buffer-size", &setting.socket_buffer.to_string()])
-        .env("CORRAL_LOG", "warn,corral_node::server=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn corral node");
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = json["listen"].as_str()
-            {
-                tx.send(addr.parse::<SocketAddr>().expect("address")).ok();
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("node listening");
-    Node { child, addr }
+fn start_node(setting: &Setting) -> Process {
+    support::start_node(&[
+        "--app",
+        "bench",
+        "--ws-read-buffer-size",
+        &setting.ws_read_buffer.to_string(),
+        "--max-buffer-size",
+        &setting.socket_buffer.to_string(),
+    ])
 }
 
 /// The node's resident memory in bytes, read from its own metrics.
 async fn rss(addr: SocketAddr) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.expect("read");
-    text.lines()
-        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .expect("process_resident_memory_bytes in /metrics") as u64
+    support::metric(addr, "process_resident_memory_bytes").await as u64
 }
 
 /// Opens one Socket.IO session over WebSocket and keeps it idle until `stop` fires.
@@ -174,20 +125,6 @@ async fn measure(setting: &Setting, sessions: usize) -> f64 {
     stop_tx.send_replace(true);
     while tasks.join_next().await.is_some() {}
     (after.saturating_sub(before)) as f64 / sessions as f64
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

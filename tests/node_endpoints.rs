@@ -241,3 +241,20 @@ fn help_lists_the_node_subcommand_and_its_environment_variables() {
         assert!(help.contains(env), "{env} missing from node --help");
     }
 }
+
+#[test]
+fn default_node_ids_use_the_port_actually_bound() {
+    let a = NodeProcess::start(&["--app", "bench"]);
+    let b = NodeProcess::start(&["--app", "bench"]);
+    let id = |node: &NodeProcess| {
+        node.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "node listening")
+            .and_then(|l| l["node_id"].as_str().map(str::to_owned))
+            .expect("listening line")
+    };
+    let (id_a, id_b) = (id(&a), id(&b));
+    assert_ne!(id_a, id_b, "two nodes on port 0 got one id");
+    assert!(id_a.ends_with(&format!("-{}", a.addr.port())), "{id_a}");
+}

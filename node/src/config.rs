@@ -280,11 +280,12 @@ impl NodeConfig {
         Ok(self)
     }
 
-    /// The node id: the configured one, or `<hostname>-<port>`.
-    pub fn node_id(&self) -> NodeId {
+    /// The node id: the configured one, or `<hostname>-<port>` with the port the node actually
+    /// listens on (`--listen` may ask for port 0).
+    pub fn node_id(&self, bound_port: u16) -> NodeId {
         self.node_id
             .clone()
-            .unwrap_or_else(|| NodeId::from_host(self.listen.port()))
+            .unwrap_or_else(|| NodeId::from_host(bound_port))
     }
 }
 

@@ -117,9 +117,7 @@ impl NodeBuilder {
         } = self;
         let config = config.validated()?;
         let app = register.is_none().then_some(config.app);
-        let node_id = config.node_id();
         let app_name = app.map_or("custom", AppKind::as_str);
-        let metrics = Arc::new(NodeMetrics::new(node_id.as_str(), app_name));
 
         let listener =
             TcpListener::bind(config.listen)
@@ -132,6 +130,8 @@ impl NodeBuilder {
             addr: config.listen,
             source,
         })?;
+        let node_id = config.node_id(local_addr.port());
+        let metrics = Arc::new(NodeMetrics::new(node_id.as_str(), app_name));
 
         let driver = match driver {
             Some(driver) => driver,

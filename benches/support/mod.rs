@@ -1,0 +1,140 @@
+//! What the benchmarks share: real `corral node` and `nats-server` processes on free ports,
+//! their CPU time and metrics, and the arithmetic of the report.
+
+#![allow(dead_code, unreachable_pub)] // each benchmark uses a part; `pub` for the benchmarks beside
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// A child process, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// User plus system CPU time the process has used so far.
+    pub fn cpu(&self) -> Duration {
+        cpu_time(self.child.id())
+    }
+}
+
+/// Starts `corral node --listen 127.0.0.1:0 <args>` (this build) and waits until it listens.
+pub fn start_node(args: &[&str]) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["--log-format", "json", "node", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("CORRAL_LOG", "warn,corral_node::server=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corral node");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = json["listen"].as_str()
+            {
+                tx.send(addr.parse::<SocketAddr>().expect("address")).ok();
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("node listening");
+    Process { child, addr }
+}
+
+/// Starts `nats-server` (`$NATS_SERVER`, else the project's `.venv`) on a free port.
+pub fn start_nats() -> Process {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/nats-server").to_owned()
+    });
+    let child = Command::new(&binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {binary} (run scripts/setup): {e}"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Process { child, addr }
+}
+
+/// CPU time (user + system) of process `pid`, from `/proc`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let total = ticks(11) + ticks(12);
+    // The kernel reports in clock ticks; Linux uses 100 per second on every common platform.
+    Duration::from_millis(total * 10)
+}
+
+/// The node's whole `/metrics` response.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("read");
+    text
+}
+
+/// One sample of `name` from the node's `/metrics`.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let text = metrics_text(addr).await;
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// The median of `values` (sorted in place).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The value of command-line option `name`, or `default`.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

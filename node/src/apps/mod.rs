@@ -1,5 +1,5 @@
 //! The built-in apps a node can run (`--app`): their Socket.IO handlers and their HTTP pages.
-//! Users who embed the node library bring their own handlers instead (see [`crate::Node::bind_with`]).
+//! Users who embed the node library bring their own handlers instead (see [`crate::NodeBuilder::handlers`]).
 
 mod args;
 mod bench;

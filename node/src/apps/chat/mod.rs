@@ -202,8 +202,9 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: Node
                         ack.send(&Ok { ok: true }).ok();
                     }
                     Err(err) => {
+                        // Members on this node got it; the rest of the cluster may not have.
                         tracing::warn!(%err, "chat broadcast failed");
-                        reply_error(ack, "the message could not be delivered, try again");
+                        reply_error(ack, "the message may not have reached everyone in the room");
                     }
                 }
             }

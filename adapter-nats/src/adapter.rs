@@ -30,6 +30,9 @@ use crate::{
     driver::Driver,
 };
 
+/// Ack answers that may wait for the reader of one broadcast with acks.
+const ACK_QUEUE: usize = 65_536;
+
 /// A socketioxide adapter that shares a namespace across the nodes of a [`Cluster`].
 pub struct ClusterAdapter<E, D: Driver> {
     local: CoreLocalAdapter<E>,
@@ -176,8 +179,10 @@ impl<E: SocketEmitter, D: Driver> CoreAdapter<E> for ClusterAdapter<E, D> {
         let req_id = req.id;
         let expected = self.expected(opts.server_id);
         let nodes = u16::try_from(expected.len()).unwrap_or(u16::MAX);
-        // Each node sends its ack count, then one answer per socket.
-        let responses = inner.expect_responses(req_id, 256 + expected.len());
+        // Each node sends its ack count, then one answer per socket. The queue only allocates
+        // as it fills, so a generous bound costs nothing and keeps the router from dropping
+        // the acks of a big room.
+        let responses = inner.expect_responses(req_id, ACK_QUEUE + expected.len());
         self.send(req, opts.server_id).await?;
         let (local, _) = self.local.broadcast_with_ack(packet, opts, timeout);
         let HandedOver {

@@ -23,7 +23,7 @@ use socketioxide_core::{
     Sid, Uid,
     adapter::{
         errors::AdapterError,
-        remote_packet::{RequestIn, RequestOut},
+        remote_packet::{RequestIn, RequestOut, RequestTypeIn, Response, ResponseType},
         stream::{ResponseHandlers, insert_response_handler},
     },
 };
@@ -490,16 +490,17 @@ impl<D: Driver> Inner<D> {
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&ns)
                     .and_then(Weak::upgrade);
-                let Some(handler) = handler else {
-                    self.metrics.dropped("no_namespace");
-                    return;
-                };
-                match rmp_serde::from_slice::<RequestIn>(&payload) {
-                    Ok(req) => handler.on_request(req),
+                let req = match rmp_serde::from_slice::<RequestIn>(&payload) {
+                    Ok(req) => req,
                     Err(err) => {
                         self.metrics.dropped("undecodable");
                         tracing::debug!(%err, subject, "undecodable request dropped");
+                        return;
                     }
+                };
+                match handler {
+                    Some(handler) => handler.on_request(req),
+                    None => self.answer_without_namespace(req),
                 }
             }
             Route::Response => {
@@ -537,6 +538,45 @@ impl<D: Driver> Inner<D> {
                 server_events::on_event(self, &payload);
             }
         }
+    }
+
+    /// A request for a namespace this node does not serve (a dynamic namespace nobody here
+    /// connected to): there is nothing to act on, but a requester waiting for answers gets an
+    /// empty one at once instead of waiting for its timeout.
+    fn answer_without_namespace(self: &Arc<Self>, req: RequestIn) {
+        self.metrics.dropped("no_namespace");
+        let node_id = self.config.uid;
+        let payload = match req.r#type {
+            RequestTypeIn::FetchSockets => self.encode_response(
+                req.id,
+                &Response::<()> {
+                    node_id,
+                    r#type: ResponseType::FetchSockets(Vec::new()),
+                },
+            ),
+            RequestTypeIn::AllRooms => self.encode_response(
+                req.id,
+                &Response::<()> {
+                    node_id,
+                    r#type: ResponseType::AllRooms(Default::default()),
+                },
+            ),
+            RequestTypeIn::BroadcastWithAck(_) => self.encode_response(
+                req.id,
+                &Response::<()> {
+                    node_id,
+                    r#type: ResponseType::BroadcastAckCount(0),
+                },
+            ),
+            _ => return,
+        };
+        let Ok(payload) = payload else { return };
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = this.send_encoded_response(req.node_id, payload).await {
+                tracing::debug!(%err, "could not answer a request for an absent namespace");
+            }
+        });
     }
 
     fn on_beat(self: &Arc<Self>, beat: Beat) {

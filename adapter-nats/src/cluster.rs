@@ -3,9 +3,9 @@
 //! responses to the request waiting for them, membership, server events), announces the node,
 //! and publishes on behalf of the adapters.
 //!
-//! Everything that arrives is handled by one task in arrival order, which keeps the bus's
-//! per-publisher ordering: broadcasts from one node reach the sockets of another in the order
-//! they were sent.
+//! Everything that arrives is handled by one task in arrival order, and all requests arrive on
+//! one subscription, which keeps the bus's per-publisher ordering: the requests of one node
+//! (broadcasts, joins, disconnects) take effect on another in the order they were sent.
 
 use std::{
     collections::HashMap,
@@ -140,6 +140,7 @@ pub(crate) struct Inner<D: Driver> {
     pub(crate) subjects: Subjects,
     pub(crate) config: ClusterConfig,
     instance: u64,
+    own_uid_text: String,
     membership: Membership,
     namespaces: RwLock<HashMap<String, Weak<dyn NamespaceHandler>>>,
     pub(crate) responses: Arc<Mutex<ResponseHandlers<Bytes>>>,
@@ -196,8 +197,7 @@ impl<D: Driver> Cluster<D> {
         let subjects = Subjects::new(&config.prefix)?;
         let mut subscriptions = Vec::new();
         for pattern in [
-            subjects.broadcast_wildcard(),
-            subjects.node_wildcard(config.uid),
+            subjects.requests_wildcard(),
             subjects.responses(config.uid),
             subjects.heartbeat(),
             subjects.server_event(),
@@ -212,6 +212,7 @@ impl<D: Driver> Cluster<D> {
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {
             membership: Membership::new(config.uid, instance, config.heartbeat_timeout),
+            own_uid_text: config.uid.to_string(),
             driver,
             subjects,
             config,
@@ -481,9 +482,13 @@ impl<D: Driver> Inner<D> {
             return;
         };
         match route {
-            Route::Request { ns } => {
+            Route::Request { ns, target } => {
                 self.metrics
                     .message(false, MessageKind::Request, payload.len());
+                if target.is_some_and(|uid| uid != self.own_uid_text) {
+                    // Addressed to another node; see `subjects` for why it arrives here.
+                    return;
+                }
                 let handler = self
                     .namespaces
                     .read()

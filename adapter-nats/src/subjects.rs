@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! {prefix}.ns.{ns}.all            requests to every node serving namespace {ns}
-//! {prefix}.ns.{ns}.node.{uid}     requests to one node (remote socket operations)
+//! {prefix}.ns.{ns}.node.{uid}     requests to one node (operations on one remote socket)
 //! {prefix}.res.{uid}              responses to node {uid}, for every namespace
 //! {prefix}.cluster.heartbeat      membership: hello, heartbeat, goodbye
 //! {prefix}.cluster.event          server-to-server events
@@ -10,8 +10,14 @@
 //!
 //! `{ns}` is the namespace path in unpadded base64url, so any valid namespace (`/`, `/a.b`,
 //! `/chat room`, dynamic ones) is a single safe subject token. `{uid}` is a socketioxide server
-//! id, already made of base64url characters. A node subscribes with wildcards
-//! (`{prefix}.ns.*.all`, `{prefix}.ns.*.node.{uid}`), so namespaces cost no subscriptions.
+//! id, already made of base64url characters.
+//!
+//! A node receives every request on one subscription, `{prefix}.ns.*.>`, and ignores requests
+//! addressed to other nodes by their subject. One subscription is what keeps a node's requests
+//! in the order it sent them: a bus orders one publisher's messages within a subscription, not
+//! across two (a `join` sent to one node must not overtake, or be overtaken by, a broadcast
+//! sent to all). The price is that requests for one node reach every node, to be dropped by
+//! subject; they are the rare ones (operations on a single remote socket).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use socketioxide_core::Uid;
@@ -32,10 +38,12 @@ pub struct Subjects {
 /// What a received subject addresses.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
-    /// A request for namespace `ns` (to all nodes or to this one).
+    /// A request for namespace `ns`.
     Request {
         /// The decoded namespace path.
         ns: String,
+        /// The server id it is addressed to, or `None` for every node.
+        target: Option<String>,
     },
     /// A response to one of this node's requests.
     Response,
@@ -78,14 +86,9 @@ impl Subjects {
         format!("{}.ns.{}.node.{uid}", self.prefix, encode_ns(ns))
     }
 
-    /// Where `broadcast` requests of every namespace arrive.
-    pub fn broadcast_wildcard(&self) -> String {
-        format!("{}.ns.*.all", self.prefix)
-    }
-
-    /// Where requests to node `uid` of every namespace arrive.
-    pub fn node_wildcard(&self, uid: Uid) -> String {
-        format!("{}.ns.*.node.{uid}", self.prefix)
+    /// Where every request of every namespace arrives, to all nodes or to one.
+    pub fn requests_wildcard(&self) -> String {
+        format!("{}.ns.*.>", self.prefix)
     }
 
     /// Responses to node `uid`.
@@ -108,7 +111,18 @@ impl Subjects {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
         let mut tokens = rest.split('.');
         match (tokens.next()?, tokens.next(), tokens.next()) {
-            ("ns", Some(ns), Some("all" | "node")) => Some(Route::Request { ns: decode_ns(ns)? }),
+            ("ns", Some(ns), Some("all")) if tokens.next().is_none() => Some(Route::Request {
+                ns: decode_ns(ns)?,
+                target: None,
+            }),
+            ("ns", Some(ns), Some("node")) => {
+                let target = tokens.next()?.to_owned();
+                tokens.next().is_none().then_some(())?;
+                Some(Route::Request {
+                    ns: decode_ns(ns)?,
+                    target: Some(target),
+                })
+            }
             ("res", Some(_), None) => Some(Route::Response),
             ("cluster", Some("heartbeat"), None) => Some(Route::Heartbeat),
             ("cluster", Some("event"), None) => Some(Route::ServerEvent),
@@ -166,23 +180,27 @@ mod tests {
         let uid = Uid::new();
         assert_eq!(
             s.route(&s.broadcast("/a.b")),
-            Some(Route::Request { ns: "/a.b".into() })
+            Some(Route::Request {
+                ns: "/a.b".into(),
+                target: None
+            })
         );
         assert_eq!(
             s.route(&s.node("/", uid)),
-            Some(Route::Request { ns: "/".into() })
+            Some(Route::Request {
+                ns: "/".into(),
+                target: Some(uid.to_string())
+            })
         );
         assert_eq!(s.route(&s.responses(uid)), Some(Route::Response));
         assert_eq!(s.route(&s.heartbeat()), Some(Route::Heartbeat));
         assert_eq!(s.route(&s.server_event()), Some(Route::ServerEvent));
         assert_eq!(s.route("other.ns.Lw.all"), None);
         assert_eq!(s.route("acme.chat.ns.!!!.all"), None);
-        assert!(subject_matches(&s.broadcast_wildcard(), &s.broadcast("/x")));
-        assert!(subject_matches(&s.node_wildcard(uid), &s.node("/x", uid)));
-        assert!(!subject_matches(
-            &s.node_wildcard(Uid::new()),
-            &s.node("/x", uid)
-        ));
+        assert_eq!(s.route(&format!("{}.extra", s.broadcast("/"))), None);
+        assert!(subject_matches(&s.requests_wildcard(), &s.broadcast("/x")));
+        assert!(subject_matches(&s.requests_wildcard(), &s.node("/x", uid)));
+        assert!(!subject_matches(&s.requests_wildcard(), &s.responses(uid)));
     }
 
     #[test]

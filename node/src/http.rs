@@ -12,6 +12,7 @@ use http::{
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::{body::Incoming, service::Service};
 use socketioxide::TransportType;
+use tokio::sync::watch;
 
 use crate::{
     Io,
@@ -143,6 +144,18 @@ pub(crate) struct FrontConfig {
     pub(crate) max_payload: u64,
     /// Seals the session ids handed to clients; see [`crate::session`].
     pub(crate) seal: SessionSeal,
+    /// Turns true once the drain has handed the clients off: long-polls still pending then
+    /// belong to sessions the node is abandoning, and are answered with a close at once.
+    pub(crate) closing: watch::Receiver<bool>,
+}
+
+/// Resolves once `closing` is true.
+async fn closing(mut closing: watch::Receiver<bool>) {
+    while !*closing.borrow_and_update() {
+        if closing.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// The outermost service of a node; `S` is the socketioxide service.
@@ -291,11 +304,28 @@ where
             return Box::pin(async move { Ok(res) });
         }
 
+        // A long-poll may wait for data for the whole ping interval.
+        let long_poll = kind == EngineRequest::Session
+            && req.method() == Method::GET
+            && transport == TransportType::Polling;
         let ctx = self.ctx.clone();
         let config = self.config.clone();
         let fut = self.engine.call(req);
         Box::pin(async move {
-            let res = match fut.await {
+            let res = if long_poll {
+                tokio::select! {
+                    res = fut => res,
+                    () = closing(config.closing.clone()) => {
+                        // The Engine.IO close packet: the client reconnects elsewhere.
+                        let mut res = full(StatusCode::OK, "text/plain; charset=UTF-8", "1");
+                        res.headers_mut().extend(cors);
+                        return Ok(res);
+                    }
+                }
+            } else {
+                fut.await
+            };
+            let res = match res {
                 Ok(res) => res,
                 Err(never) => match never {},
             };

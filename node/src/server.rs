@@ -79,6 +79,7 @@ pub struct Node {
     io: Io,
     ctx: NodeContext,
     service: Service,
+    closing: watch::Sender<bool>,
     drain_timeout: Duration,
     drain_grace: Duration,
 }
@@ -192,11 +193,13 @@ impl NodeBuilder {
         if app == Some(AppKind::Conformance) {
             engine_paths.push(conformance::ENGINE_PATH.to_owned());
         }
+        let (closing, closing_rx) = watch::channel(false);
         let front = FrontConfig {
             engine_paths,
             cors: Cors::from_origins(&config.cors_origins),
             max_payload: config.max_payload,
             seal: SessionSeal::random().map_err(NodeError::Random)?,
+            closing: closing_rx,
         };
         let service = Front::new(engine, io.clone(), ctx.clone(), front);
         tracing::info!(
@@ -213,6 +216,7 @@ impl NodeBuilder {
             io,
             ctx,
             service,
+            closing,
             drain_timeout: *config.drain_timeout,
             drain_grace: *config.drain_grace,
         })
@@ -285,6 +289,7 @@ impl Node {
             io,
             ctx,
             service,
+            closing,
             drain_timeout,
             drain_grace,
             ..
@@ -327,6 +332,9 @@ impl Node {
             }
         }
         drop(listener);
+        // Sessions that were in no namespace when the drain closed them (a client between
+        // handshake and CONNECT, or one that left its namespaces) may still hold a long-poll.
+        closing.send_replace(true);
 
         let open = connections.tracker.len();
         if timeout_at(deadline, connections.shutdown()).await.is_err() {

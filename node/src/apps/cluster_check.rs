@@ -3,8 +3,9 @@
 //! different nodes. It hands every client power over every other client (disconnect them,
 //! move them between rooms): a test fixture, never to face real users.
 //!
-//! Main namespace `/`; on connect the node emits `hello {node, id}`. Requests (all acked, with
-//! `{error}` on bad input):
+//! Main namespace `/`; on connect the socket joins the room named after its id (as Socket.IO
+//! servers do; socketioxide does not on its own) and the node emits `hello {node, id}`.
+//! Requests (all acked, with `{error}` on bad input):
 //!
 //! | event | arguments | what the node does, ack |
 //! |---|---|---|
@@ -16,7 +17,7 @@
 //! | `fetch` | `{rooms}` | `fetch_sockets`; `[{id, node}]` |
 //! | `remote` | `{rooms, op, room, event, data}` | on each fetched socket: `join`/`leave`/`emit`/`disconnect` (op); `{count}` |
 //! | `sockets-join` / `sockets-leave` | `{rooms, room}` | `io.to(rooms).join(room)` / `.leave(room)`; `{ok}` |
-//! | `disconnect` | `{rooms}` | `io.to(rooms).disconnect()`; `{ok}` |
+//! | `disconnect-sockets` | `{rooms}` | `io.to(rooms).disconnect()`; `{ok}` |
 //! | `rooms` | — | every room in the cluster, sorted |
 //! | `nodes` | — | the live nodes |
 //! | `server-ask` | `{data, timeout_ms}` | asks every other node `ping`; `{answers, missing}` |
@@ -170,6 +171,7 @@ pub(crate) fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, ctx: &NodeC
 
 fn greet<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
     ctx.on_disconnect(socket, |_, _| async {});
+    socket.join(socket.id.to_string());
     let hello = Hello {
         node: ctx.node_id().as_str(),
         id: socket.id.to_string(),
@@ -368,7 +370,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContex
     );
     let i = io.clone();
     socket.on(
-        "disconnect",
+        "disconnect-sockets",
         move |TryData(t): TryData<Target>, ack: AckSender<A>| async move {
             let Ok(t) = t else {
                 return reply_error(ack, "disconnect takes {rooms}");

@@ -35,10 +35,16 @@ pub type Subscription = BoxStream<'static, BusMessage>;
 
 /// A publish/subscribe bus a cluster can run on.
 ///
-/// Implementations must be cheap to clone (clones share one connection), must not deliver a
-/// connection's own publishes back to it (NATS `no_echo`), must keep the order of messages
-/// from one publisher on one subject, and must never block `publish` for long while the bus
-/// is down: return an error instead, the node keeps serving its local clients meanwhile.
+/// Implementations must:
+/// - be cheap to clone (clones share one connection);
+/// - not deliver a connection's own publishes back to it (NATS `no_echo`);
+/// - keep the order of one publisher's messages within one subscription, whatever their
+///   subjects (a node's requests to one node and to all arrive on one wildcard subscription
+///   and must not overtake each other);
+/// - accept subscriptions while the bus is down and keep every subscription stream open
+///   across reconnects (the cluster subscribes once, at start; a stream that ends is gone);
+/// - never block `publish` for long while the bus is down: return an error instead, the node
+///   keeps serving its local clients meanwhile.
 pub trait Driver: Clone + Send + Sync + 'static {
     /// What can go wrong.
     type Error: std::error::Error + Send + Sync + 'static;

@@ -51,6 +51,8 @@ mod server_events;
 pub mod subjects;
 
 pub use adapter::{ClusterAdapter, ClusterInit};
+/// The payload type of [`Driver`], re-exported so drivers need no `bytes` dependency of their own.
+pub use bytes::Bytes;
 pub use cluster::{
     Cluster, ClusterConfig, ClusterError, ConnectionCounter, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, Gathered,

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     apps::{self, Pages, conformance},
-    bus::BusError,
+    bus::{AdapterKind, BusError},
     config::{AppKind, ConfigError, NodeConfig, Transport},
     context::NodeContext,
     http::{Cors, Front, FrontConfig},
@@ -134,6 +134,13 @@ impl NodeBuilder {
         let node_id = config.node_id(local_addr.port());
         let metrics = Arc::new(NodeMetrics::new(node_id.as_str(), app_name));
 
+        let bus = match driver {
+            Some(_) => "custom",
+            None => match config.bus.adapter {
+                AdapterKind::Memory => "memory",
+                AdapterKind::Nats => "nats",
+            },
+        };
         let driver = match driver {
             Some(driver) => driver,
             None => config.bus.connect(node_id.as_str()).await?,
@@ -206,7 +213,7 @@ impl NodeBuilder {
             node_id = %node_id,
             listen = %local_addr,
             app = app_name,
-            adapter = ?config.bus.adapter,
+            bus,
             path = config.path,
             "node listening"
         );

@@ -92,6 +92,10 @@ impl<E: SocketEmitter, D: Driver> ClusterAdapter<E, D> {
     ) -> Result<Vec<T>, ClusterError> {
         let inner = &self.cluster.inner;
         let expected = self.expected(opts_target);
+        if expected.is_empty() {
+            // Nobody else to ask: the local answer is the whole answer, bus or no bus.
+            return Ok(Vec::new());
+        }
         let responses = inner.expect_responses(req.id, expected.len());
         self.send(req, opts_target).await?;
         let timeout = inner.config.request_timeout;
@@ -174,10 +178,14 @@ impl<E: SocketEmitter, D: Driver> CoreAdapter<E> for ClusterAdapter<E, D> {
             return Ok(Either::Left(local));
         }
         let inner = &self.cluster.inner;
+        let expected = self.expected(opts.server_id);
+        if expected.is_empty() {
+            let (local, _) = self.local.broadcast_with_ack(packet, opts, timeout);
+            return Ok(Either::Left(local));
+        }
         let req = RequestOut::new(self.uid, RequestTypeOut::BroadcastWithAck(&packet), &opts)
             .with_ack_timeout(timeout);
         let req_id = req.id;
-        let expected = self.expected(opts.server_id);
         let nodes = u16::try_from(expected.len()).unwrap_or(u16::MAX);
         // Each node sends its ack count, then one answer per socket. The queue only allocates
         // as it fills, so a generous bound costs nothing and keeps the router from dropping

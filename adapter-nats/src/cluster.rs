@@ -503,6 +503,14 @@ impl<D: Driver> Inner<D> {
                         return;
                     }
                 };
+                if !packet_fits(&req) {
+                    self.metrics.dropped("undecodable");
+                    tracing::debug!(
+                        subject,
+                        "request with a packet socketioxide cannot send, dropped"
+                    );
+                    return;
+                }
                 match handler {
                     Some(handler) => handler.on_request(req),
                     None => self.answer_without_namespace(req),
@@ -663,6 +671,24 @@ impl Drop for ResponseGuard {
     }
 }
 
+/// True when the packet of a request is one the nodes' parser can send. Corral nodes use
+/// Socket.IO's common (JSON) parser, whose event data are always text; a packet carrying a bare
+/// binary value decodes fine but would make the parser panic when sending it.
+fn packet_fits(req: &RequestIn) -> bool {
+    use socketioxide_core::{Value, packet::PacketData};
+    let packet = match &req.r#type {
+        RequestTypeIn::Broadcast(p) | RequestTypeIn::BroadcastWithAck(p) => p,
+        _ => return true,
+    };
+    match &packet.inner {
+        PacketData::Event(value, _)
+        | PacketData::EventAck(value, _)
+        | PacketData::BinaryEvent(value, _)
+        | PacketData::BinaryAck(value, _) => matches!(value, Value::Str(..)),
+        PacketData::Connect(_) | PacketData::Disconnect | PacketData::ConnectError(_) => true,
+    }
+}
+
 /// The request id at the head of a response (`(req_id, response)` in MessagePack).
 fn response_id(payload: &[u8]) -> Option<Sid> {
     rmp_serde::from_slice::<(Sid, serde::de::IgnoredAny)>(payload)
@@ -700,7 +726,15 @@ async fn dispatch<D: Driver>(
             message = messages.next() => {
                 let Some(message) = message else { return };
                 let Some(inner) = inner.upgrade() else { return };
-                inner.on_message(&message.subject, message.payload);
+                // Nothing from the bus may end this loop: a node that stops listening would
+                // stay a member, silently deaf. Whatever panics is dropped and counted.
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    inner.on_message(&message.subject, message.payload)
+                }));
+                if handled.is_err() {
+                    inner.metrics.dropped("handler_panic");
+                    tracing::error!(subject = message.subject, "a bus message made its handler panic; dropped");
+                }
             }
             _ = stopped.wait_for(|stop| *stop) => return,
         }
@@ -716,6 +750,8 @@ async fn announce<D: Driver>(inner: Weak<Inner<D>>, mut stopped: watch::Receiver
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut kind = Announcement::Hello;
+    // A driver may drop its status sender (a bus that is never down): then only the ticker wakes.
+    let mut status_open = true;
     loop {
         let Some(this) = inner.upgrade() else { return };
         let connected = *status.borrow_and_update() == BusStatus::Connected;
@@ -732,7 +768,7 @@ async fn announce<D: Driver>(inner: Weak<Inner<D>>, mut stopped: watch::Receiver
         drop(this);
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = status.changed() => {}
+            changed = status.changed(), if status_open => status_open = changed.is_ok(),
             _ = stopped.wait_for(|stop| *stop) => return,
         }
     }

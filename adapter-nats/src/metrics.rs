@@ -124,7 +124,7 @@ pub const DROPPED: MetricDef = MetricDef {
     name: "corral_adapter_dropped_messages_total",
     kind: MetricKind::Counter,
     labels: &["reason"],
-    help: "Received messages dropped, by reason: undecodable (garbage or an incompatible version), foreign_subject, no_namespace (no local socket could match), late_response (after its request ended), duplicate_node_id.",
+    help: "Received messages dropped, by reason: undecodable (garbage or an incompatible version), foreign_subject, no_namespace (no local socket could match), late_response (after its request ended), duplicate_node_id, handler_panic (a message that made its handler panic).",
 };
 /// Messages that could not be published.
 pub const PUBLISH_FAILURES: MetricDef = MetricDef {

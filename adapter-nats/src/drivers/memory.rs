@@ -48,11 +48,14 @@ impl MemoryBus {
 
     /// A new connection to this bus, as one node would have.
     pub fn driver(&self) -> MemoryDriver {
+        let (status_tx, status) = watch::channel(BusStatus::Connected);
         MemoryDriver {
             bus: self.clone(),
             connection: self.next_connection.fetch_add(1, Ordering::Relaxed),
             max_payload: DEFAULT_MAX_PAYLOAD,
-            status: watch::channel(BusStatus::Connected).1,
+            // Kept alive: a watch whose sender is gone reports a change at every wait.
+            _status_tx: Arc::new(status_tx),
+            status,
         }
     }
 }
@@ -63,6 +66,7 @@ pub struct MemoryDriver {
     bus: MemoryBus,
     connection: u64,
     max_payload: usize,
+    _status_tx: Arc<watch::Sender<BusStatus>>,
     status: watch::Receiver<BusStatus>,
 }
 

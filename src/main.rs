@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "corral", version, about, long_about = None)]
 struct Cli {
     /// Log output: `pretty` for people, `json` for log pipelines. Levels come from `CORRAL_LOG`
-    /// or `RUST_LOG` (default `info`).
+    /// or `RUST_LOG` (default `info`; `warn` for `emit`).
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     log_format: LogFormat,
 
@@ -47,12 +47,12 @@ enum Command {
     Emit(EmitConfig),
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = std::env::var("CORRAL_LOG")
         .ok()
         .and_then(|spec| EnvFilter::try_new(spec).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -92,7 +92,12 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // A one-shot command reports its result, not the connection's progress.
+    let default_level = match cli.command {
+        Command::Emit(_) => "warn",
+        Command::Node(_) => "info",
+    };
+    init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -114,7 +119,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
+            tracing::error!("{err}");
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use socketioxide_core::{
     Str, Uid,
     adapter::{
-        BroadcastOptions, Room,
+        BroadcastFlags, BroadcastOptions, Room,
         remote_packet::{RequestOut, RequestTypeOut},
     },
     packet::Packet,
@@ -79,10 +79,13 @@ impl<D: Driver> Emitter<D> {
 
     /// An emit to namespace `namespace` (e.g. `/`).
     pub fn of(&self, namespace: impl Into<String>) -> Emit<'_, D> {
+        let mut opts = BroadcastOptions::default();
+        // As `io.emit`: every socket (of the rooms, when some are named).
+        opts.add_flag(BroadcastFlags::Broadcast);
         Emit {
             emitter: self,
             namespace: namespace.into(),
-            opts: BroadcastOptions::default(),
+            opts,
         }
     }
 }

@@ -238,6 +238,9 @@ impl EmitConfig {
     /// Connects, publishes the event once, and returns.
     pub async fn run(&self) -> Result<(), EmitFailure> {
         let data: serde_json::Value = serde_json::from_str(&self.data)?;
+        if self.spread && !data.is_array() {
+            return Err(EmitFailure::NotAnArray);
+        }
         let driver = NatsDriver::connect(self.nats.to_config("corral emit".into())?)
             .await
             .map_err(BusError::from)?;

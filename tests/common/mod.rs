@@ -85,6 +85,12 @@ impl NodeProcess {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Kills the process with SIGKILL (no drain, no goodbye) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -69,15 +69,22 @@ pub struct NatsServer {
     child: Option<Child>,
     /// The port it listens on (the same after a restart).
     pub port: u16,
+    extra: Vec<String>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits until it accepts clients.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line options (authentication, TLS).
+    pub fn start_with(extra: &[&str]) -> NatsServer {
         let mut server = NatsServer {
             child: None,
             port: free_port(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             logs: Arc::default(),
         };
         server.spawn();
@@ -88,6 +95,7 @@ impl NatsServer {
         assert!(self.child.is_none(), "nats-server is already running");
         let mut child = Command::new(nats_server_bin())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -157,6 +157,8 @@ impl NatsDriver {
                         Event::SlowConsumer(_) => {
                             tracing::warn!("NATS {event}: messages were dropped")
                         }
+                        // Every failed reconnect attempt: the state changes above tell the story.
+                        Event::ClientError(err) => tracing::debug!("NATS client error: {err}"),
                         other => tracing::info!("NATS {other}"),
                     }
                 }

@@ -1,4 +1,4 @@
-//! The node's message bus: which [`Driver`] the cluster adapter runs on, chosen by `--adapter`,
+//! The node's message bus: which [`Driver`](corral_adapter_nats::Driver) the cluster adapter runs on, chosen by `--adapter`,
 //! and the flags of the NATS connection.
 
 use std::{path::PathBuf, time::Duration};

@@ -149,16 +149,7 @@ async fn user_and_password_authenticate_and_a_wrong_password_leaves_the_node_deg
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("bus_disconnected"), "{body}");
     assert!(bad.is_running());
-    assert_eq!(members(&good).await, vec![good_id(&good)]);
-}
-
-fn good_id(node: &NodeProcess) -> String {
-    node.logs()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["message"] == "node listening")
-        .and_then(|l| l["node_id"].as_str().map(str::to_owned))
-        .expect("listening line")
+    assert_eq!(members(&good).await, vec![good.node_id()]);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{NodeProcess, get, http, polling_handshake, post};
+use common::{NodeProcess, PollingSession, get, http, polling_handshake};
 
 #[tokio::test]
 async fn health_and_readiness_answer_while_running() {
@@ -20,21 +20,12 @@ async fn health_and_readiness_answer_while_running() {
 #[tokio::test]
 async fn metrics_count_handshakes_events_and_sockets_by_transport() {
     let node = NodeProcess::start(&["--app", "bench", "--node-id", "metrics-node"]);
-    let (sid, _) = polling_handshake(node.addr, "/socket.io").await;
-    let session = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
-    assert_eq!(post(node.addr, &session, b"40").await.status, 200);
-    // The connect answer and the bench app's hello.
-    let first = get(node.addr, &session).await.text();
-    assert!(first.contains("40{\"sid\""), "{first}");
+    let session = PollingSession::open(node.addr, "/socket.io").await;
+    session.connect_main().await;
     // An event with an ack: echo.
-    assert_eq!(
-        post(node.addr, &session, br#"421["echo","x"]"#)
-            .await
-            .status,
-        200
-    );
-    let ack = get(node.addr, &session).await.text();
-    assert!(ack.contains(r#"431["x"]"#), "{ack}");
+    assert_eq!(session.send(br#"421["echo","x"]"#).await.status, 200);
+    let ack = session.recv_until(|p| p.starts_with("431")).await;
+    assert_eq!(ack, r#"431["x"]"#);
     // An unknown session, refused and counted.
     let unknown = get(
         node.addr,
@@ -246,15 +237,7 @@ fn help_lists_the_node_subcommand_and_its_environment_variables() {
 fn default_node_ids_use_the_port_actually_bound() {
     let a = NodeProcess::start(&["--app", "bench"]);
     let b = NodeProcess::start(&["--app", "bench"]);
-    let id = |node: &NodeProcess| {
-        node.logs()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["message"] == "node listening")
-            .and_then(|l| l["node_id"].as_str().map(str::to_owned))
-            .expect("listening line")
-    };
-    let (id_a, id_b) = (id(&a), id(&b));
+    let (id_a, id_b) = (a.node_id(), b.node_id());
     assert_ne!(id_a, id_b, "two nodes on port 0 got one id");
     assert!(id_a.ends_with(&format!("-{}", a.addr.port())), "{id_a}");
 }

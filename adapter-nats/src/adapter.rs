@@ -74,6 +74,30 @@ impl<E: SocketEmitter, D: Driver> ClusterAdapter<E, D> {
             .await
     }
 
+    /// Adds the matching sockets to `rooms` (or removes them), on every node.
+    async fn move_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: Vec<Room>,
+        join: bool,
+    ) -> Result<(), ClusterError> {
+        if !self.is_local(&opts) {
+            let kind = if join {
+                RequestTypeOut::AddSockets(&rooms)
+            } else {
+                RequestTypeOut::DelSockets(&rooms)
+            };
+            let req = RequestOut::new(self.uid, kind, &opts);
+            self.send(req, opts.server_id).await?;
+        }
+        if join {
+            self.local.add_sockets(opts, rooms);
+        } else {
+            self.local.del_sockets(opts, rooms);
+        }
+        Ok(())
+    }
+
     /// The nodes a request must hear from: the one it targets, or every live node.
     fn expected(&self, target: Option<Uid>) -> Vec<Uid> {
         match target {
@@ -224,13 +248,8 @@ impl<E: SocketEmitter, D: Driver> CoreAdapter<E> for ClusterAdapter<E, D> {
         opts: BroadcastOptions,
         rooms: impl RoomParam,
     ) -> Result<(), ClusterError> {
-        let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        if !self.is_local(&opts) {
-            let req = RequestOut::new(self.uid, RequestTypeOut::AddSockets(&rooms), &opts);
-            self.send(req, opts.server_id).await?;
-        }
-        self.local.add_sockets(opts, rooms);
-        Ok(())
+        self.move_sockets(opts, rooms.into_room_iter().collect(), true)
+            .await
     }
 
     async fn del_sockets(
@@ -238,13 +257,8 @@ impl<E: SocketEmitter, D: Driver> CoreAdapter<E> for ClusterAdapter<E, D> {
         opts: BroadcastOptions,
         rooms: impl RoomParam,
     ) -> Result<(), ClusterError> {
-        let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        if !self.is_local(&opts) {
-            let req = RequestOut::new(self.uid, RequestTypeOut::DelSockets(&rooms), &opts);
-            self.send(req, opts.server_id).await?;
-        }
-        self.local.del_sockets(opts, rooms);
-        Ok(())
+        self.move_sockets(opts, rooms.into_room_iter().collect(), false)
+            .await
     }
 
     async fn disconnect_socket(&self, opts: BroadcastOptions) -> Result<(), BroadcastError> {

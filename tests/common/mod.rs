@@ -43,14 +43,15 @@ impl NodeProcess {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                    && json["message"] == "node listening"
-                    && let Some(addr) = json["listen"].as_str()
-                {
-                    tx.send(addr.parse::<SocketAddr>().expect("listen address"))
-                        .ok();
-                }
+                let listening = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .filter(|json| json["message"] == "node listening")
+                    .and_then(|json| json["listen"].as_str()?.parse::<SocketAddr>().ok());
+                // Logged before the address is handed over, so `logs()` has the line by then.
                 sink.lock().expect("log lock").push(line);
+                if let Some(addr) = listening {
+                    tx.send(addr).ok();
+                }
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
@@ -108,6 +109,16 @@ impl NodeProcess {
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// The node id it reported when it started listening.
+    pub fn node_id(&self) -> String {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "node listening")
+            .and_then(|l| l["node_id"].as_str().map(str::to_owned))
+            .expect("the node logged its id when it started listening")
     }
 
     /// Every log line so far.

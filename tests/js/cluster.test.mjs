@@ -16,7 +16,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { isDeepStrictEqual } from "node:util";
 
-import { ClientPool, Recorder, WAIT_MS, ack, connected, nextEvent } from "./support/clients.mjs";
+import { ClientPool, Recorder, WAIT_MS, ack, comparable, connected, nextEvent } from "./support/clients.mjs";
 import { startCluster, waitForMesh } from "./support/cluster.mjs";
 
 const DRIVERS = (process.env.CLUSTER_DRIVERS ?? "memory,nats,redis")
@@ -70,23 +70,6 @@ const TRANSPORTS = {
 
 /** A name no other test (or earlier run on the same cluster) uses. */
 const unique = (what) => `${what}-${randomUUID().slice(0, 8)}`;
-
-/**
- * Binary values as comparable plain data (as in compat.test.mjs): socket.io-client hands back
- * binary as `Buffer` in Node, so both sides map to their hex bytes. A value that came back as
- * anything but binary (an array of numbers, a placeholder object, base64 text) maps to something
- * else and fails the comparison.
- */
-function comparable(value) {
-  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
-    return { binary: Buffer.from(value.buffer ?? value, value.byteOffset, value.byteLength).toString("hex") };
-  }
-  if (Array.isArray(value)) return value.map(comparable);
-  if (value && typeof value === "object") {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, comparable(v)]));
-  }
-  return value;
-}
 
 /** One socket.io-client socket on a known node, with a recorder for each of `EVENTS`. */
 class Member {

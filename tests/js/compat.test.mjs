@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 
 import { startNode, stopAllNodes, withNodeLogs } from "./support/node.mjs";
-import { ClientPool, Recorder, WAIT_MS, ack, connected, nextEvent } from "./support/clients.mjs";
+import { ClientPool, Recorder, WAIT_MS, ack, comparable, connected, nextEvent } from "./support/clients.mjs";
 
 const NODE_ID = "compat-1";
 const clients = new ClientPool();
@@ -20,23 +20,6 @@ after(async () => {
   clients.closeAll();
   await stopAllNodes();
 });
-
-/**
- * Binary values as comparable plain data: socket.io-client hands back binary as `Buffer` in
- * Node, whatever was sent (Uint8Array, Buffer), so both sides are mapped to their hex bytes.
- * A value that came back as anything but binary (an array of numbers, a string, a placeholder
- * object) maps to something else and fails the comparison.
- */
-function comparable(value) {
-  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
-    return { binary: Buffer.from(value.buffer ?? value, value.byteOffset, value.byteLength).toString("hex") };
-  }
-  if (Array.isArray(value)) return value.map(comparable);
-  if (value && typeof value === "object") {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, comparable(v)]));
-  }
-  return value;
-}
 
 /** Arguments of every JSON type, several at once. */
 const JSON_ARGS = [1, "two", { three: [3, 3.5, -4] }, null, true, false, "héllo ✓ 🚀", []];

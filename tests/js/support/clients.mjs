@@ -133,3 +133,20 @@ export function connected(socket, { timeoutMs = WAIT_MS } = {}) {
     socket.off("connect_error", onError);
   });
 }
+
+/**
+ * Binary values as comparable plain data: socket.io-client hands back binary as `Buffer` in
+ * Node, whatever was sent (Uint8Array, Buffer), so both sides are mapped to their hex bytes.
+ * A value that came back as anything but binary (an array of numbers, a string, a placeholder
+ * object) maps to something else and fails the comparison.
+ */
+export function comparable(value) {
+  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
+    return { binary: Buffer.from(value.buffer ?? value, value.byteOffset, value.byteLength).toString("hex") };
+  }
+  if (Array.isArray(value)) return value.map(comparable);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, comparable(v)]));
+  }
+  return value;
+}

@@ -60,7 +60,7 @@ pub use cluster::{
 pub use driver::{BusMessage, BusStatus, Driver, DynDriver, Subscription};
 pub use drivers::{
     memory::{MemoryBus, MemoryDriver},
-    nats::{NatsConfig, NatsDriver, NatsError},
+    nats::{NatsArgs, NatsConfig, NatsDriver, NatsError},
 };
 pub use emitter::{Emit, EmitError, Emitter};
 pub use membership::{NodeInfo, NodeState};

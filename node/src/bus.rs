@@ -1,11 +1,12 @@
 //! The node's message bus: which [`Driver`](corral_adapter_nats::Driver) the cluster adapter runs on, chosen by `--adapter`,
 //! and the flags of the NATS connection.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+pub use corral_adapter_nats::NatsArgs;
 use corral_adapter_nats::{
-    DEFAULT_PREFIX, DynDriver, EmitError, Emitter, MemoryBus, NatsConfig, NatsDriver, NatsError,
+    DEFAULT_PREFIX, DynDriver, EmitError, Emitter, MemoryBus, NatsDriver, NatsError,
     subjects::PrefixError,
 };
 
@@ -53,100 +54,12 @@ pub struct BusConfig {
     pub advertise_address: Option<String>,
 }
 
-/// How to reach and authenticate to NATS: shared by `corral node` and `corral emit`.
-#[derive(Debug, Clone, Args)]
-pub struct NatsArgs {
-    /// NATS server URL (repeatable, or comma separated); the client fails over between them.
-    #[arg(
-        long = "nats",
-        env = "CORRAL_NATS",
-        value_delimiter = ',',
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_servers: Vec<String>,
-
-    /// NATS user name (with `--nats-password`).
-    #[arg(long, env = "CORRAL_NATS_USER")]
-    pub nats_user: Option<String>,
-
-    /// NATS password (prefer the environment variable to a flag visible in `ps`).
-    #[arg(long, env = "CORRAL_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-
-    /// NATS authentication token (prefer the environment variable).
-    #[arg(long, env = "CORRAL_NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
-
-    /// NATS credentials file (`.creds`, JWT and NKey seed, as `nsc` writes it).
-    #[arg(long, env = "CORRAL_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-
-    /// File holding an NKey seed (`SU…`) to authenticate with.
-    #[arg(long, env = "CORRAL_NATS_NKEY")]
-    pub nats_nkey: Option<PathBuf>,
-
-    /// CA certificate (PEM) that signed the NATS servers' certificates.
-    #[arg(long, env = "CORRAL_NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
-
-    /// Client certificate (PEM) for mutual TLS with NATS (with `--nats-tls-key`).
-    #[arg(long, env = "CORRAL_NATS_TLS_CERT")]
-    pub nats_tls_cert: Option<PathBuf>,
-
-    /// Client key (PEM) for mutual TLS with NATS (with `--nats-tls-cert`).
-    #[arg(long, env = "CORRAL_NATS_TLS_KEY")]
-    pub nats_tls_key: Option<PathBuf>,
-
-    /// Refuse to talk to NATS without TLS.
-    #[arg(long, env = "CORRAL_NATS_REQUIRE_TLS")]
-    pub nats_require_tls: bool,
-}
-
 /// Why the bus could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    /// The NKey seed file could not be read.
-    #[error("--nats-nkey {path}: {source}")]
-    NkeyFile {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
     /// NATS refused the configuration.
     #[error(transparent)]
     Nats(#[from] NatsError),
-}
-
-impl NatsArgs {
-    /// The connection settings for NATS; `name` shows in the server's connection list.
-    pub fn to_config(&self, name: String) -> Result<NatsConfig, BusError> {
-        let nkey_seed = match &self.nats_nkey {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| BusError::NkeyFile {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        Ok(NatsConfig {
-            servers: self.nats_servers.clone(),
-            user: self.nats_user.clone(),
-            password: self.nats_password.clone(),
-            token: self.nats_token.clone(),
-            credentials_file: self.nats_creds.clone(),
-            nkey_seed,
-            tls_ca: self.nats_tls_ca.clone(),
-            tls_cert: self.nats_tls_cert.clone(),
-            tls_key: self.nats_tls_key.clone(),
-            require_tls: self.nats_require_tls,
-            name: Some(name),
-        })
-    }
 }
 
 impl BusConfig {
@@ -241,9 +154,13 @@ impl EmitConfig {
         if self.spread && !data.is_array() {
             return Err(EmitFailure::NotAnArray);
         }
-        let driver = NatsDriver::connect(self.nats.to_config("corral emit".into())?)
-            .await
-            .map_err(BusError::from)?;
+        let driver = NatsDriver::connect(
+            self.nats
+                .to_config("corral emit".into())
+                .map_err(BusError::from)?,
+        )
+        .await
+        .map_err(BusError::from)?;
         let emitter = Emitter::new(driver, &self.subject_prefix).map_err(EmitError::from)?;
         if !emitter.wait_connected(*self.connect_timeout).await {
             return Err(EmitFailure::Unreachable(self.connect_timeout));

@@ -4,7 +4,10 @@
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use corral_gateway::{Gateway, GatewayConfig};
 use corral_node::{Node, NodeConfig, bus::EmitConfig};
+
+mod up;
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
     sync::oneshot,
@@ -40,6 +43,18 @@ enum Command {
     /// --drain-timeout. A second signal exits at once.
     Node(NodeConfig),
 
+    /// Run a gateway: routes every Engine.IO session to its node, spreads new sessions.
+    ///
+    /// Clients connect to --listen; requests of a session follow a signed token (any replica
+    /// with the same --session-secret routes them), new sessions go by --affinity. Health,
+    /// metrics and the admin API are on --admin-listen. On SIGTERM or SIGINT it stops accepting,
+    /// lets requests finish and closes WebSocket tunnels at --drain-rate.
+    Gateway(GatewayConfig),
+
+    /// Start a whole cluster in one process: a gateway and several nodes (the chat demo by
+    /// default), sharing rooms in memory or through NATS with --nats.
+    Up(up::UpArgs),
+
     /// Publish one event to the rooms of a cluster through NATS, without being a Socket.IO
     /// server (for backend jobs and scripts).
     ///
@@ -71,22 +86,40 @@ async fn next_signal(term: &mut Signal, int: &mut Signal) {
     }
 }
 
-async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+/// A future that resolves on the first SIGTERM or SIGINT; a second signal exits at once.
+fn drain_on_signal() -> anyhow::Result<(
+    impl std::future::Future<Output = ()>,
+    tokio::task::JoinHandle<()>,
+)> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let node = Node::bind(config).await?;
     let (drain_tx, drain_rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let watcher = tokio::spawn(async move {
         next_signal(&mut term, &mut int).await;
         drain_tx.send(()).ok();
         next_signal(&mut term, &mut int).await;
         tracing::warn!("second signal: exiting without finishing the drain");
         std::process::exit(130);
     });
-    node.run(async {
-        drain_rx.await.ok();
-    })
-    .await;
+    Ok((
+        async move {
+            drain_rx.await.ok();
+        },
+        watcher,
+    ))
+}
+
+async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    let (drain, _signals) = drain_on_signal()?;
+    let node = Node::bind(config).await?;
+    node.run(drain).await;
+    Ok(())
+}
+
+async fn run_gateway(config: GatewayConfig) -> anyhow::Result<()> {
+    let (drain, _signals) = drain_on_signal()?;
+    let gateway = Gateway::bind(config).await?;
+    gateway.run(drain).await;
     Ok(())
 }
 
@@ -95,7 +128,7 @@ fn main() -> ExitCode {
     // A one-shot command reports its result, not the connection's progress.
     let default_level = match cli.command {
         Command::Emit(_) => "warn",
-        Command::Node(_) => "info",
+        Command::Node(_) | Command::Gateway(_) | Command::Up(_) => "info",
     };
     init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -111,6 +144,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Node(config) => run_node(config).await,
+            Command::Gateway(config) => run_gateway(config).await,
+            Command::Up(args) => {
+                let (drain, _signals) = drain_on_signal()?;
+                up::run(args, drain).await
+            }
             Command::Emit(config) => config.run().await.map_err(Into::into),
         }
     });

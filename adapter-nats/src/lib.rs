@@ -63,6 +63,6 @@ pub use drivers::{
     nats::{NatsArgs, NatsConfig, NatsDriver, NatsError},
 };
 pub use emitter::{Emit, EmitError, Emitter};
-pub use membership::{NodeInfo, NodeState};
+pub use membership::{MemberWatch, NodeInfo, NodeState};
 pub use metrics::AdapterMetrics;
 pub use server_events::{ServerAnswers, ServerEvent};

@@ -245,3 +245,52 @@ mod tests {
         assert!(m.live().is_empty());
     }
 }
+
+/// Follows a cluster's membership without joining it: what a gateway uses to discover nodes.
+/// It only listens to the heartbeat subject, so it never appears in the member list.
+#[derive(Clone)]
+pub struct MemberWatch {
+    membership: std::sync::Arc<Membership>,
+}
+
+impl std::fmt::Debug for MemberWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberWatch").finish()
+    }
+}
+
+impl MemberWatch {
+    /// Subscribes to the heartbeats under subject `prefix` on `driver`; members silent for
+    /// `timeout` are forgotten. Ends its background task when the last clone is dropped.
+    pub async fn start<D: crate::Driver>(
+        driver: &D,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<MemberWatch, crate::ClusterError> {
+        use futures_util::StreamExt;
+        let subjects = crate::subjects::Subjects::new(prefix)?;
+        let mut beats = driver
+            .subscribe(subjects.heartbeat())
+            .await
+            .map_err(|e| crate::ClusterError::Bus(Box::new(e)))?;
+        // A random id of its own: every node is someone else.
+        let membership = std::sync::Arc::new(Membership::new(Uid::new(), 0, timeout));
+        let weak = std::sync::Arc::downgrade(&membership);
+        tokio::spawn(async move {
+            while let Some(message) = beats.next().await {
+                let Some(membership) = weak.upgrade() else {
+                    return;
+                };
+                if let Ok(beat) = rmp_serde::from_slice::<Beat>(&message.payload) {
+                    membership.observe(beat);
+                }
+            }
+        });
+        Ok(MemberWatch { membership })
+    }
+
+    /// The live members.
+    pub fn live(&self) -> Vec<NodeInfo> {
+        self.membership.live()
+    }
+}

@@ -194,21 +194,31 @@ impl<S> Front<S> {
         }
         let res = match req.uri().path() {
             "/healthz" => full(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-            "/readyz" => match self.ctx.readiness() {
-                ReadyState::Ready => {
-                    full(StatusCode::OK, "application/json", r#"{"status":"ready"}"#)
-                }
-                ReadyState::BusDisconnected => full(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json",
-                    r#"{"status":"degraded","reason":"bus_disconnected"}"#,
-                ),
-                ReadyState::Draining => full(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json",
-                    r#"{"status":"not_ready","reason":"draining"}"#,
-                ),
-            },
+            "/readyz" => {
+                let (status, state, reason) = match self.ctx.readiness() {
+                    ReadyState::Ready => (StatusCode::OK, "ready", None),
+                    ReadyState::BusDisconnected => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "degraded",
+                        Some("bus_disconnected"),
+                    ),
+                    ReadyState::Draining => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        Some("draining"),
+                    ),
+                };
+                // The node id and load let a router (the gateway) learn who answers and how
+                // busy it is from the same probe.
+                let (connections, _) = crate::server::count_sockets(&self.io);
+                let body = serde_json::json!({
+                    "status": state,
+                    "reason": reason,
+                    "node_id": self.ctx.node_id().as_str(),
+                    "connections": connections,
+                });
+                full(status, "application/json", body.to_string())
+            }
             "/cluster/nodes" => {
                 let nodes = self.ctx.cluster().nodes();
                 full(

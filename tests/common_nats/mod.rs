@@ -240,9 +240,16 @@ pub async fn wait_members(nodes: &[&NodeProcess], expected: &[&str], within: Dur
 }
 
 /// `/readyz` of `node`: status and body.
+/// `/readyz` of `node`: its status code and `status`/`reason` fields as compact JSON
+/// (`{"status":"degraded","reason":"bus_disconnected"}`), leaving out the node id and load.
 pub async fn readyz(node: &NodeProcess) -> (u16, String) {
     let res = common::get(node.addr, "/readyz").await;
-    (res.status, res.text())
+    let json = res.json();
+    let mut summary = serde_json::json!({ "status": json["status"] });
+    if !json["reason"].is_null() {
+        summary["reason"] = json["reason"].clone();
+    }
+    (res.status, summary.to_string())
 }
 
 /// The value of the sample `series` (a metric name with its labels exactly as the node writes

@@ -42,6 +42,8 @@
 
 mod adapter;
 mod cluster;
+#[doc(hidden)]
+pub mod doc_tables;
 pub mod driver;
 pub mod drivers;
 mod emitter;

@@ -315,6 +315,23 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// `docs/gateway.md` carries the flag table rendered from the definitions above, and
+    /// `docs/metrics.md` the gateway's metric catalog.
+    #[test]
+    fn docs_list_every_flag_and_metric() {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: GatewayConfig,
+        }
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let flags = corral_adapter_nats::doc_tables::flags_markdown(&Wrapper::command());
+        corral_adapter_nats::doc_tables::check(dir, "docs/gateway.md", "gateway-flags", &flags);
+        let metrics = crate::metrics::catalog_markdown();
+        corral_adapter_nats::doc_tables::check(dir, "docs/metrics.md", "gateway-metrics", &metrics);
+    }
 
     #[test]
     fn flag_values_parse_or_explain() {

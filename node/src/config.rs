@@ -383,47 +383,13 @@ mod tests {
             #[command(flatten)]
             config: NodeConfig,
         }
-        let mut table =
-            String::from("| flag | environment | default | meaning |\n|---|---|---|---|\n");
-        for arg in Wrapper::command().get_arguments() {
-            let Some(long) = arg.get_long() else { continue };
-            let env = arg
-                .get_env()
-                .map(|e| format!("`{}`", e.to_string_lossy()))
-                .unwrap_or_default();
-            let default = arg
-                .get_default_values()
-                .iter()
-                .map(|v| v.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(",");
-            let default = if default.is_empty() {
-                "—".to_owned()
-            } else {
-                format!("`{default}`")
-            };
-            let help = arg
-                .get_long_help()
-                .or(arg.get_help())
-                .map(|h| h.to_string().replace('\n', " "))
-                .unwrap_or_default();
-            let values: Vec<_> = arg
-                .get_possible_values()
-                .iter()
-                .map(|v| format!("`{}`", v.get_name()))
-                .collect();
-            let help = if values.is_empty() {
-                help
-            } else {
-                format!(
-                    "{}. One of {}.",
-                    help.trim_end_matches('.'),
-                    values.join(", ")
-                )
-            };
-            table.push_str(&format!("| `--{long}` | {env} | {default} | {help} |\n"));
-        }
-        crate::doc_tables::check("docs/node.md", "node-flags", &table);
+        let table = corral_adapter_nats::doc_tables::flags_markdown(&Wrapper::command());
+        corral_adapter_nats::doc_tables::check(
+            env!("CARGO_MANIFEST_DIR"),
+            "docs/node.md",
+            "node-flags",
+            &table,
+        );
     }
 
     #[test]

@@ -40,8 +40,6 @@ mod apps;
 pub mod bus;
 pub mod config;
 mod context;
-#[cfg(test)]
-mod doc_tables;
 mod http;
 pub mod identity;
 pub mod metrics;

@@ -283,9 +283,19 @@ mod tests {
     /// `docs/metrics.md` must carry the table rendered from the catalog.
     #[test]
     fn docs_list_every_metric() {
-        crate::doc_tables::check("docs/metrics.md", "node-metrics", &catalog_markdown());
+        corral_adapter_nats::doc_tables::check(
+            env!("CARGO_MANIFEST_DIR"),
+            "docs/metrics.md",
+            "node-metrics",
+            &catalog_markdown(),
+        );
         let adapter =
             corral_adapter_nats::metrics::catalog_markdown(corral_adapter_nats::metrics::CATALOG);
-        crate::doc_tables::check("docs/metrics.md", "adapter-metrics", &adapter);
+        corral_adapter_nats::doc_tables::check(
+            env!("CARGO_MANIFEST_DIR"),
+            "docs/metrics.md",
+            "adapter-metrics",
+            &adapter,
+        );
     }
 }

@@ -98,7 +98,7 @@ pub struct GatewayConfig {
     #[arg(long, env = "CORRAL_MAX_BODY", default_value_t = 1_000_000)]
     pub max_body: u64,
 
-    /// Largest request head (line and headers) in bytes (431 above).
+    /// Largest request head (line and headers) in bytes (431 above); at least 8192.
     #[arg(long, env = "CORRAL_MAX_HEADER_BYTES", default_value_t = 16_384)]
     pub max_header_bytes: usize,
 
@@ -124,6 +124,9 @@ pub struct GatewayConfig {
     #[arg(long, env = "CORRAL_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: humantime::Duration,
 }
+
+/// Smallest head limit: the HTTP parser's read buffer cannot be smaller.
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 /// A statically configured node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +265,9 @@ pub enum ConfigError {
     /// The cookie name is not a valid cookie name.
     #[error("--affinity-cookie {0:?} is not a valid cookie name")]
     CookieName(String),
+    /// A head limit below what the HTTP parser can enforce.
+    #[error("--max-header-bytes must be at least {MIN_HEADER_BYTES} (got {0})")]
+    HeaderLimit(usize),
     /// The same node id twice.
     #[error("node id {0:?} is given twice")]
     DuplicateNode(String),
@@ -302,6 +308,9 @@ impl GatewayConfig {
             if zero {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError::HeaderLimit(self.max_header_bytes));
         }
         let mut ids: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
         ids.sort_unstable();

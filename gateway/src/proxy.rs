@@ -150,7 +150,13 @@ struct Call {
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The metric label of the request's kind.
     label: &'static str,
+    /// The client connection's slot under `--max-connections`.
+    slot: ConnectionSlot,
 }
+
+/// A client connection's slot under `--max-connections`, shared by its requests; a WebSocket
+/// upgrade takes it into the tunnel, so tunnels keep counting after their connection ended.
+pub type ConnectionSlot = Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
 
 /// Why forwarding failed.
 enum ForwardError {
@@ -185,12 +191,16 @@ impl Proxy {
         }
     }
 
-    /// Answers one client request.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// Answers one client request that came on a connection holding `slot`.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        slot: ConnectionSlot,
+    ) -> Response<Body> {
         let query = req.uri().query();
-        let engine = ["EIO", "transport", "sid"]
-            .iter()
-            .any(|key| query_param(query, key).is_some());
+        // Engine.IO clients always send `EIO`; other parameters alone prove nothing.
+        let engine = query_param(query, "EIO").is_some();
         let kind = match (engine, query_param(query, "sid").is_some()) {
             (true, true) => Kind::Session,
             (true, false) => Kind::Handshake,
@@ -224,6 +234,7 @@ impl Proxy {
             peer,
             on_upgrade,
             label,
+            slot,
         };
 
         let res = match kind {
@@ -300,6 +311,7 @@ impl Proxy {
                 peer: call.peer,
                 on_upgrade: call.on_upgrade.take(),
                 label: call.label,
+                slot: call.slot.clone(),
             };
             match self
                 .forward(
@@ -398,7 +410,9 @@ impl Proxy {
             && res.status() == StatusCode::SWITCHING_PROTOCOLS
         {
             let node_upgrade = hyper::upgrade::on(&mut res);
-            self.spawn_tunnel(node.clone(), client_upgrade, node_upgrade);
+            // The tunnel outlives the HTTP connection: it takes over its connection slot.
+            let slot = call.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.spawn_tunnel(node.clone(), client_upgrade, node_upgrade, slot);
             let (parts, _) = res.into_parts();
             return Ok(Response::from_parts(
                 parts,
@@ -463,8 +477,17 @@ impl Proxy {
             ))
         });
         let Some(sealed) = sealed else {
+            if !body.starts_with(b"0{") {
+                // Not an open packet at all (an endpoint that merely takes an `EIO` parameter):
+                // nothing to seal, pass it on.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                return Response::from_parts(
+                    parts,
+                    Full::new(body).map_err(|e| match e {}).boxed_unsync(),
+                );
+            }
             self.metrics.error("upstream");
-            tracing::error!(node = node.id, "unexpected polling handshake body");
+            tracing::error!(node = node.id, "an open packet the gateway cannot seal");
             return respond(
                 StatusCode::BAD_GATEWAY,
                 "text/plain; charset=utf-8",
@@ -485,6 +508,7 @@ impl Proxy {
         node: Arc<Node>,
         client: hyper::upgrade::OnUpgrade,
         upstream: hyper::upgrade::OnUpgrade,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
         let metrics = self.metrics.clone();
         let (buffer, idle) = (self.settings.tunnel_buffer, self.settings.tunnel_idle);
@@ -508,6 +532,7 @@ impl Proxy {
             .await;
             metrics.tunnel_closed(&node.id);
             drop(guard);
+            drop(slot);
         });
     }
 }

@@ -10,7 +10,7 @@ use prometheus::Registry;
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
     time::{Instant, sleep, timeout_at},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -20,7 +20,7 @@ use crate::{
     config::{ConfigError, Discovery, GatewayConfig},
     metrics::GatewayMetrics,
     nodes::{Member, NodeTable, Source, check_health},
-    proxy::{Connector, Proxy, ProxySettings},
+    proxy::{ConnectionSlot, Connector, Proxy, ProxySettings},
     route::Router,
     token::Tokens,
 };
@@ -55,7 +55,7 @@ pub struct Gateway {
     admin: Arc<Admin>,
     table: Arc<NodeTable>,
     stop: CancellationToken,
-    max_connections: usize,
+    limit: Arc<Semaphore>,
     header_read_timeout: Duration,
     max_header_bytes: usize,
     drain_timeout: Duration,
@@ -149,6 +149,7 @@ impl Gateway {
             tunnel_idle: *config.tunnel_idle_timeout,
             drain_rate: config.drain_rate,
         };
+        let limit = Arc::new(Semaphore::new(config.max_connections));
         let proxy = Arc::new(Proxy::new(
             connector,
             table.clone(),
@@ -177,7 +178,7 @@ impl Gateway {
             admin,
             table,
             stop,
-            max_connections: config.max_connections,
+            limit,
             header_read_timeout: *config.header_read_timeout,
             max_header_bytes: config.max_header_bytes,
             drain_timeout: *config.drain_timeout,
@@ -210,7 +211,7 @@ impl Gateway {
             admin,
             table,
             stop,
-            max_connections,
+            limit,
             header_read_timeout,
             max_header_bytes,
             drain_timeout,
@@ -218,7 +219,6 @@ impl Gateway {
         } = self;
         let tracker = TaskTracker::new();
         let (closing, closing_rx) = watch::channel(false);
-        let limit = Arc::new(Semaphore::new(max_connections));
         let settings = ConnSettings {
             header_read_timeout,
             max_header_bytes,
@@ -258,12 +258,10 @@ impl Gateway {
                         Ok(permit) => {
                             let proxy = proxy.clone();
                             let closing = closing_rx.clone();
-                            tracker.spawn(async move {
-                                serve(stream, peer, proxy, closing, settings).await;
-                                drop(permit);
-                            });
+                            tracker.spawn(serve(stream, peer, proxy, closing, settings, permit));
                         }
                         Err(_) => {
+                            admin.metrics.error("too_many_connections");
                             tracker.spawn(refuse_connection(stream));
                         }
                     },
@@ -324,16 +322,20 @@ async fn serve(
     proxy: Arc<Proxy>,
     closing: watch::Receiver<bool>,
     settings: ConnSettings,
+    permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    // Held for the connection's life, unless a WebSocket tunnel takes it over.
+    let slot: ConnectionSlot = Arc::new(std::sync::Mutex::new(Some(permit)));
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        let slot = slot.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, slot).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192))
+        .max_buf_size(settings.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

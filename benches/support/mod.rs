@@ -1,5 +1,5 @@
-//! What the benchmarks share: real `corral node` and `nats-server` processes on free ports,
-//! their CPU time and metrics, and the arithmetic of the report.
+//! What the benchmarks share: real `corral node`, `corral gateway` and `nats-server` processes on
+//! free ports, their CPU time and metrics, and the arithmetic of the report.
 
 #![allow(dead_code, unreachable_pub)] // each benchmark uses a part; `pub` for the benchmarks beside
 
@@ -33,29 +33,116 @@ impl Process {
 
 /// Starts `corral node --listen 127.0.0.1:0 <args>` (this build) and waits until it listens.
 pub fn start_node(args: &[&str]) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+    command
         .args(["--log-format", "json", "node", "--listen", "127.0.0.1:0"])
         .args(args)
-        .env("CORRAL_LOG", "warn,corral_node::server=info")
+        .env("CORRAL_LOG", "warn,corral_node::server=info");
+    let (child, line) = spawn_logged(command, "node", |json| json["listen"].is_string());
+    let addr = address(&line, "listen");
+    Process { child, addr }
+}
+
+/// A `corral gateway` process: `process.addr` is where clients connect, `admin` its admin
+/// listener (health, `/metrics`).
+pub struct Gateway {
+    pub process: Process,
+    pub admin: SocketAddr,
+}
+
+/// Starts `corral gateway` (this build) on free ports in front of `nodes` (`(node id, address)`;
+/// each node must run with that `--node-id`), with `args` added, and waits until its admin
+/// `/readyz` says a node takes new sessions.
+pub fn start_gateway(nodes: &[(&str, SocketAddr)], args: &[&str]) -> Gateway {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+    command
+        .args(["--log-format", "json", "gateway"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        // Fixed, so the gateway does not warn about a random one.
+        .args(["--session-secret", "corral-bench-secret"])
+        .args(
+            nodes
+                .iter()
+                .flat_map(|(id, addr)| ["--node".to_owned(), format!("{id}=http://{addr}")]),
+        )
+        .args(args)
+        .env("CORRAL_LOG", "warn,corral_gateway::server=info");
+    let (child, line) = spawn_logged(command, "gateway", |json| {
+        json["message"] == "gateway listening"
+    });
+    let process = Process {
+        child,
+        addr: address(&line, "listen"),
+    };
+    let admin = address(&line, "admin");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_status(admin, "/readyz") != Some(200) {
+        assert!(Instant::now() < deadline, "the gateway found no ready node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Gateway { process, admin }
+}
+
+/// Spawns `command` (JSON logs on stderr) and returns it with its first log line that `wanted`
+/// accepts. Warnings and errors are echoed to this program's stderr as `[label] …` (the first
+/// 20, then a note that more were left out), so a benchmark shows what went wrong in its servers.
+fn spawn_logged(
+    mut command: Command,
+    label: &'static str,
+    wanted: fn(&serde_json::Value) -> bool,
+) -> (Child, serde_json::Value) {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn corral node");
+        .unwrap_or_else(|e| panic!("spawn corral {label}: {e}"));
     let stderr = child.stderr.take().expect("piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut echoed = 0;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = json["listen"].as_str()
-            {
-                tx.send(addr.parse::<SocketAddr>().expect("address")).ok();
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if wanted(&json) {
+                tx.send(json).ok();
+            } else if matches!(json["level"].as_str(), Some("WARN" | "ERROR")) {
+                echoed += 1;
+                if echoed <= 20 {
+                    eprintln!("  [{label}] {line}");
+                } else if echoed == 21 {
+                    eprintln!("  [{label}] (more warnings not shown)");
+                }
             }
         }
     });
-    let addr = rx
+    let line = rx
         .recv_timeout(Duration::from_secs(20))
-        .expect("node listening");
-    Process { child, addr }
+        .unwrap_or_else(|_| panic!("corral {label} did not start listening"));
+    (child, line)
+}
+
+/// The socket address in field `key` of a log line.
+fn address(line: &serde_json::Value, key: &str) -> SocketAddr {
+    line[key]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address {key:?} in {line}"))
+}
+
+/// The status of `GET path` on `addr` (blocking), or `None` if it could not be had.
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Starts `nats-server` (`$NATS_SERVER`, else the project's `.venv`) on a free port.
@@ -100,7 +187,7 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(total * 10)
 }
 
-/// The node's whole `/metrics` response.
+/// The whole `/metrics` response of a node (or of a gateway's admin listener).
 pub async fn metrics_text(addr: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -113,7 +200,7 @@ pub async fn metrics_text(addr: SocketAddr) -> String {
     text
 }
 
-/// One sample of `name` from the node's `/metrics`.
+/// One sample of `name` from `/metrics` (a node's, or a gateway's admin listener's).
 pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let text = metrics_text(addr).await;
     let prefix = format!("{name} ");
@@ -121,6 +208,23 @@ pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// The sum of every sample of metric `name`, whatever its labels (0 when there is none).
+pub async fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
+    let text = metrics_text(addr).await;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let family = key.split('{').next()?;
+            if family == name {
+                value.trim().parse::<f64>().ok()
+            } else {
+                None
+            }
+        })
+        .sum()
 }
 
 /// The median of `values` (sorted in place).

@@ -19,7 +19,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use crate::{
     metrics::GatewayMetrics,
     nodes::{AdminState, Eligibility, NodeTable},
-    proxy::{Body, respond},
+    proxy::{Body, DrainBudget, respond},
     route::query_param,
 };
 
@@ -29,6 +29,7 @@ pub struct Admin {
     pub(crate) registry: Registry,
     pub(crate) metrics: GatewayMetrics,
     pub(crate) token: Option<String>,
+    pub(crate) drain_budget: Arc<DrainBudget>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -166,7 +167,24 @@ impl Admin {
         };
         node.set_admin(state);
         tracing::info!(node = id, ?state, "admin changed a node's drain state");
+        if state == AdminState::Closing {
+            tokio::spawn(close_tunnels(node.clone(), self.drain_budget.clone()));
+        }
         json(StatusCode::OK, serde_json::json!(node.view()))
+    }
+}
+
+/// Closes `node`'s WebSocket tunnels within the drain budget while it stays in `close` mode.
+async fn close_tunnels(node: Arc<crate::nodes::Node>, budget: Arc<DrainBudget>) {
+    let pause = std::time::Duration::from_secs(1) / budget.rate.max(1);
+    // No tunnel to a closing node opens after this point (its upgrades are refused), so the
+    // loop ends once every tunnel is closed, or when the operator changes their mind.
+    while node.admin_state() == AdminState::Closing {
+        if !budget.take() {
+            tokio::time::sleep(pause).await;
+        } else if node.tunnels.close(1) == 0 {
+            return;
+        }
     }
 }
 

@@ -93,6 +93,8 @@ pub struct Node {
     assigned: AtomicU64,
     /// Open WebSocket tunnels to it, and the means to close them.
     pub tunnels: Tunnels,
+    /// The operator's drain state, for waiters.
+    admin_changes: tokio::sync::watch::Sender<AdminState>,
 }
 
 /// The node as the admin API shows it.
@@ -129,6 +131,7 @@ impl Node {
             }),
             assigned: AtomicU64::new(0),
             tunnels: Tunnels::default(),
+            admin_changes: tokio::sync::watch::channel(AdminState::Active).0,
         }
     }
 
@@ -152,14 +155,14 @@ impl Node {
         }
     }
 
-    /// May requests of its existing sessions go to it? Not when it is down or ejected: then its
-    /// clients had better start over elsewhere.
+    /// May requests of its existing sessions go to it? Not while it is ejected (a connection
+    /// to it just failed): its clients had better start over elsewhere. A failed health check
+    /// alone (a slow `/readyz`) keeps new sessions away but leaves existing ones alone.
     pub fn serves_sessions(&self) -> bool {
         let status = self.status();
-        let ejected = status
+        status
             .ejected_until
-            .is_some_and(|until| Instant::now() < until);
-        !ejected && status.health != Health::Down
+            .is_none_or(|until| Instant::now() >= until)
     }
 
     /// Live sessions as far as this gateway knows: the last report plus what it sent since.
@@ -179,6 +182,17 @@ impl Node {
 
     pub(crate) fn set_admin(&self, admin: AdminState) {
         self.status().admin = admin;
+        self.admin_changes.send_replace(admin);
+    }
+
+    /// Resolves once the operator drains the node with `close` (at once if already so).
+    pub async fn closing(&self) {
+        let mut changes = self.admin_changes.subscribe();
+        while *changes.borrow_and_update() != AdminState::Closing {
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// A connection to the node failed: keep new sessions away for a while, longer each time.
@@ -566,6 +580,12 @@ mod tests {
         assert_eq!(node.eligibility(), Eligibility::Preferred);
         node.checked(Health::Degraded, None);
         assert_eq!(node.eligibility(), Eligibility::Fallback);
+        node.checked(Health::Down, None);
+        assert_eq!(node.eligibility(), Eligibility::No);
+        assert!(
+            node.serves_sessions(),
+            "a failed check alone leaves sessions alone"
+        );
         node.checked(Health::Ready, None);
         node.eject();
         assert_eq!(node.eligibility(), Eligibility::No);

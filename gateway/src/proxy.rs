@@ -98,7 +98,7 @@ pub struct Proxy {
     router: Router,
     metrics: GatewayMetrics,
     settings: ProxySettings,
-    drain_budget: DrainBudget,
+    drain_budget: Arc<DrainBudget>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -176,11 +176,11 @@ impl Proxy {
         router: Router,
         metrics: GatewayMetrics,
         settings: ProxySettings,
+        drain_budget: Arc<DrainBudget>,
     ) -> Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        let drain_budget = DrainBudget::new(settings.drain_rate);
         Proxy {
             client,
             table,
@@ -259,18 +259,29 @@ impl Proxy {
                 return session_unknown();
             }
         };
-        // A node the operator drains with `close`: its polling sessions are ended one poll at a
-        // time, at the drain rate, with an Engine.IO close packet.
-        if node.admin_state() == AdminState::Closing
-            && head.method == Method::GET
-            && call.on_upgrade.is_none()
-            && self.drain_budget.take()
-        {
+        // On a node the operator drains with `close`, polling sessions are ended one poll at a
+        // time, at the drain rate, with an Engine.IO close packet; a poll already waiting at
+        // the node is answered the same way when its turn comes (dropping the upstream poll).
+        let long_poll = head.method == Method::GET && call.on_upgrade.is_none();
+        if call.on_upgrade.is_some() && node.admin_state() == AdminState::Closing {
+            // No new tunnel to a node being emptied; the session's polls are closed instead.
             self.metrics.error("drained_session");
-            return respond(StatusCode::OK, "text/plain; charset=UTF-8", "1");
+            return session_unknown();
         }
         let uri = replace_sid(&head.uri, token, session.sid);
-        match self.forward(&node, head, body, uri, call).await {
+        let forwarded = self.forward(&node, head, body, uri, call);
+        let result = if long_poll {
+            tokio::select! {
+                result = forwarded => result,
+                () = self.close_turn(&node) => {
+                    self.metrics.error("drained_session");
+                    return respond(StatusCode::OK, "text/plain; charset=UTF-8", "1");
+                }
+            }
+        } else {
+            forwarded.await
+        };
+        match result {
             Ok(res) => res,
             Err(ForwardError::Connect) => {
                 node.eject();
@@ -340,6 +351,15 @@ impl Proxy {
             "text/plain; charset=utf-8",
             "no node could be reached\n",
         )
+    }
+
+    /// Resolves when `node` is being closed and the drain budget grants one session close.
+    async fn close_turn(&self, node: &Node) {
+        node.closing().await;
+        let pause = Duration::from_secs(1) / self.drain_budget.rate.max(1);
+        while !self.drain_budget.take() {
+            tokio::time::sleep(pause).await;
+        }
     }
 
     fn forward_failed(&self, err: ForwardError) -> Response<Body> {
@@ -591,22 +611,26 @@ where
     let _ = write.shutdown().await;
 }
 
-/// A token bucket of `rate` closes per second, for draining sessions gradually.
+/// A token bucket of `rate` closes per second, shared by everything that closes sessions on
+/// purpose (polls and tunnels of a node drained with `close`), so clients reconnect gradually.
 #[derive(Debug)]
-struct DrainBudget {
-    rate: u32,
+pub struct DrainBudget {
+    /// Closes per second.
+    pub rate: u32,
     state: std::sync::Mutex<(f64, Instant)>,
 }
 
 impl DrainBudget {
-    fn new(rate: u32) -> DrainBudget {
+    /// A budget of `rate` closes per second.
+    pub fn new(rate: u32) -> DrainBudget {
         DrainBudget {
             rate,
             state: std::sync::Mutex::new((f64::from(rate), Instant::now())),
         }
     }
 
-    fn take(&self) -> bool {
+    /// Takes one close from the budget, if there is one now.
+    pub fn take(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (tokens, at) = *state;
         let refilled =

@@ -20,7 +20,7 @@ use crate::{
     config::{ConfigError, Discovery, GatewayConfig},
     metrics::GatewayMetrics,
     nodes::{Member, NodeTable, Source, check_health},
-    proxy::{ConnectionSlot, Connector, Proxy, ProxySettings},
+    proxy::{ConnectionSlot, Connector, DrainBudget, Proxy, ProxySettings},
     route::Router,
     token::Tokens,
 };
@@ -150,18 +150,21 @@ impl Gateway {
             drain_rate: config.drain_rate,
         };
         let limit = Arc::new(Semaphore::new(config.max_connections));
+        let drain_budget = Arc::new(DrainBudget::new(config.drain_rate));
         let proxy = Arc::new(Proxy::new(
             connector,
             table.clone(),
             router,
             metrics.clone(),
             settings,
+            drain_budget.clone(),
         ));
         let admin = Arc::new(Admin {
             table: table.clone(),
             registry,
             metrics,
             token: config.admin_token.clone(),
+            drain_budget,
         });
         let listener = bind(config.listen).await?;
         let admin_listener = bind(config.admin_listen).await?;

@@ -127,10 +127,11 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: Node
                     Ok(member) => member,
                     Err(why) => return reply_error(ack, &why),
                 };
-                if let Some(previous) = s.extensions.get::<Member>() {
+                // Swapped in at once: a second join racing this one sees this member and
+                // takes the "same room" path instead of announcing the user twice.
+                if let Some(previous) = s.extensions.insert(member.clone()) {
                     if previous.room == member.room {
                         // Same room again (a rename, or a page that re-sent its join).
-                        s.extensions.insert(member.clone());
                         let members = room_size(&io, &member.room).await;
                         ack.send(&Joined {
                             room: &member.room,
@@ -143,7 +144,6 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: Node
                     s.leave(previous.room.to_string());
                 }
                 s.join(member.room.to_string());
-                s.extensions.insert(member.clone());
                 let members = room_size(&io, &member.room).await;
                 let presence = Presence {
                     nickname: &member.nickname,

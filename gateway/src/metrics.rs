@@ -38,7 +38,7 @@ pub const ERRORS: MetricDef = MetricDef {
     name: "corral_gateway_errors_total",
     kind: MetricKind::Counter,
     labels: &["kind"],
-    help: "Requests the gateway refused or could not forward, by kind: session_unknown, no_node, upstream_connect, upstream, payload_too_large, too_many_connections, drained_session.",
+    help: "Requests the gateway refused or could not forward, by kind: session_unknown, no_node, upstream_connect, upstream, payload_too_large, too_many_connections, drained_session, node_draining (a node refused a handshake; the next one got it).",
 };
 /// Nodes by state.
 pub const NODES: MetricDef = MetricDef {

@@ -195,6 +195,11 @@ impl Node {
         }
     }
 
+    /// The node refused a new session (it drains): no new sessions until a check says otherwise.
+    pub fn refused_sessions(&self) {
+        self.checked(Health::Draining, None);
+    }
+
     /// A connection to the node failed: keep new sessions away for a while, longer each time.
     pub fn eject(&self) {
         let mut status = self.status();

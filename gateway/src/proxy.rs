@@ -334,6 +334,16 @@ impl Proxy {
                 )
                 .await
             {
+                // The node started draining after the last health check: mark it and try the
+                // next one (a handshake carries no body, so it can be replayed).
+                Ok(res)
+                    if kind == Kind::Handshake
+                        && replayable
+                        && res.status() == StatusCode::SERVICE_UNAVAILABLE =>
+                {
+                    choice.node.refused_sessions();
+                    self.metrics.error("node_draining");
+                }
                 Ok(res) if kind == Kind::Handshake => {
                     choice.node.assigned();
                     return self.finish_handshake(&choice.node, res, upgrade).await;

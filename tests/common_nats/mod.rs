@@ -245,11 +245,11 @@ pub async fn wait_members(nodes: &[&NodeProcess], expected: &[&str], within: Dur
 pub async fn readyz(node: &NodeProcess) -> (u16, String) {
     let res = common::get(node.addr, "/readyz").await;
     let json = res.json();
-    let mut summary = serde_json::json!({ "status": json["status"] });
-    if !json["reason"].is_null() {
-        summary["reason"] = json["reason"].clone();
-    }
-    (res.status, summary.to_string())
+    let summary = match &json["reason"] {
+        serde_json::Value::Null => format!(r#"{{"status":{}}}"#, json["status"]),
+        reason => format!(r#"{{"status":{},"reason":{reason}}}"#, json["status"]),
+    };
+    (res.status, summary)
 }
 
 /// The value of the sample `series` (a metric name with its labels exactly as the node writes

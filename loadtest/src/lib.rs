@@ -1,6 +1,8 @@
 //! # corral-loadtest
 //!
-//! **Not built yet.** This crate will hold `corral loadtest`: a lean Socket.IO v5 client that
-//! holds many sessions and measures connect times, latency percentiles, throughput and delivery
-//! completeness against any server speaking the bench protocol (`docs/loadtest.md`), which the
-//! node's `bench` app already implements.
+//! `corral loadtest`: a load tester for any Socket.IO server that speaks the bench protocol
+//! (`docs/loadtest.md`). A lean Socket.IO v5 / Engine.IO v4 client holds many sessions from one
+//! process (polling, WebSocket, or the upgrade between them); scenarios drive them and record
+//! connect times, latencies, throughput and delivery completeness into a [`report::Report`].
+
+pub mod report;

@@ -11,7 +11,7 @@ use socketioxide::{
 };
 use socketioxide_core::adapter::{DefinedAdapter, Spawnable};
 
-use super::{args::Args, reply_error};
+use super::{args::Args, on_connect, reply_error};
 use crate::context::NodeContext;
 
 /// How long `ask` waits for the client's answer.
@@ -31,20 +31,25 @@ struct RoomReply<'a> {
 
 /// Registers the bench handlers on the main namespace.
 pub(crate) fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, ctx: &NodeContext) {
-    let ctx = ctx.clone();
-    io.ns("/", move |socket: SocketRef<A>| {
-        on_connect(socket, ctx.clone())
-    })
+    let (c, greeter) = (ctx.clone(), ctx.clone());
+    io.ns(
+        "/",
+        on_connect(
+            move |socket, _| setup(socket, &c),
+            move |socket| {
+                let node = greeter.node_id().as_str();
+                if socket.emit("hello", &NodeReply { node }).is_ok() {
+                    greeter.metrics().event_emitted();
+                }
+            },
+        ),
+    )
     .spawn();
 }
 
-async fn on_connect<A: Adapter>(socket: SocketRef<A>, ctx: NodeContext) {
-    ctx.on_disconnect(&socket, |_, _| async {});
-    let node = ctx.node_id().as_str();
-    if socket.emit("hello", &NodeReply { node }).is_ok() {
-        ctx.metrics().event_emitted();
-    }
-
+/// Installs the protocol's handlers on a new socket.
+fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
+    ctx.on_disconnect(socket, |_, _| async {});
     let c = ctx.clone();
     socket.on(
         "join",
@@ -121,7 +126,7 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>, ctx: NodeContext) {
         }
     });
 
-    let c = ctx;
+    let c = ctx.clone();
     socket.on(
         "ask",
         move |s: SocketRef<A>, Data(args): Data<Args>, ack: AckSender<A>| {

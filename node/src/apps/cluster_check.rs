@@ -37,7 +37,7 @@ use socketioxide::{
 };
 use socketioxide_core::adapter::{DefinedAdapter, Spawnable};
 
-use super::reply_error;
+use super::{on_connect, reply_error};
 use crate::context::NodeContext;
 
 #[derive(Deserialize)]
@@ -117,34 +117,40 @@ struct Relayed {
 
 /// Registers the handlers.
 pub(crate) fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, ctx: &NodeContext) {
-    let c = ctx.clone();
-    io.ns("/", move |socket: SocketRef<A>, io: SocketIo<A>| {
-        let ctx = c.clone();
-        async move { on_connect(socket, io, ctx) }
-    })
+    let (c, g) = (ctx.clone(), ctx.clone());
+    io.ns(
+        "/",
+        on_connect(
+            move |socket, io| setup(socket, io, &c),
+            move |socket| greet(socket, &g),
+        ),
+    )
     .spawn();
 
-    let c = ctx.clone();
-    let dynamic = io.dyn_ns("/dyn-{name}", move |socket: SocketRef<A>| {
-        let ctx = c.clone();
-        async move {
-            greet(&socket, &ctx);
-            socket.on(
-                "emit-here",
-                |s: SocketRef<A>, TryData(t): TryData<Target>, ack: AckSender<A>| async move {
-                    let Ok(t) = t else {
-                        return reply_error(ack, "emit-here takes {event, data}");
-                    };
-                    // Every socket of this dynamic namespace, on every node, sender included.
-                    let result = s.broadcast().emit(&t.event, &t.data).await;
-                    let result = result
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| s.emit(&t.event, &t.data).map_err(|e| e.to_string()));
-                    ack.send(&Done::of(result)).ok();
-                },
-            );
-        }
-    });
+    let (c, g) = (ctx.clone(), ctx.clone());
+    let dynamic = io.dyn_ns(
+        "/dyn-{name}",
+        on_connect(
+            move |socket: &SocketRef<A>, _: &SocketIo<A>| {
+                prepare(socket, &c);
+                socket.on(
+                    "emit-here",
+                    |s: SocketRef<A>, TryData(t): TryData<Target>, ack: AckSender<A>| async move {
+                        let Ok(t) = t else {
+                            return reply_error(ack, "emit-here takes {event, data}");
+                        };
+                        // Every socket of this dynamic namespace, on every node, sender included.
+                        let result = s.broadcast().emit(&t.event, &t.data).await;
+                        let result = result
+                            .map_err(|e| e.to_string())
+                            .and_then(|()| s.emit(&t.event, &t.data).map_err(|e| e.to_string()));
+                        ack.send(&Done::of(result)).ok();
+                    },
+                );
+            },
+            move |socket| greet(socket, &g),
+        ),
+    );
     if let Err(err) = dynamic {
         tracing::error!(%err, "cluster-check: dynamic namespace pattern refused");
     }
@@ -169,9 +175,14 @@ pub(crate) fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, ctx: &NodeC
     });
 }
 
-fn greet<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
+/// Before the socket is connected: the disconnect bookkeeping and its own room.
+fn prepare<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
     ctx.on_disconnect(socket, |_, _| async {});
     socket.join(socket.id.to_string());
+}
+
+/// Once connected: `hello` with the node and the socket id.
+fn greet<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
     let hello = Hello {
         node: ctx.node_id().as_str(),
         id: socket.id.to_string(),
@@ -179,8 +190,9 @@ fn greet<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
     socket.emit("hello", &hello).ok();
 }
 
-fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContext) {
-    greet(&socket, &ctx);
+/// Installs the handlers of the main namespace on a new socket.
+fn setup<A: Adapter>(socket: &SocketRef<A>, io: &SocketIo<A>, ctx: &NodeContext) {
+    prepare(socket, ctx);
     let node = ctx.node_id().to_string();
 
     let n = node.clone();
@@ -425,7 +437,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContex
         },
     );
 
-    let c = ctx;
+    let c = ctx.clone();
     socket.on(
         "server-emit",
         move |TryData(t): TryData<Target>, ack: AckSender<A>| async move {

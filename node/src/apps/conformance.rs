@@ -2,7 +2,7 @@
 //! raw Engine.IO v4 echo endpoint of the Engine.IO test suite. Timings and CORS are fixed by
 //! [`crate::config::conformance`].
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use engineioxide::{
@@ -16,6 +16,7 @@ use socketioxide::{
     SocketIo,
     adapter::Adapter,
     extract::{AckSender, Data, SocketRef},
+    handler::ConnectHandler,
 };
 use socketioxide_core::adapter::{DefinedAdapter, Spawnable};
 
@@ -28,53 +29,64 @@ pub(crate) const ENGINE_PATH: &str = "/engine.io";
 /// Registers `/` and `/custom`; every other namespace is refused by socketioxide with
 /// `Invalid namespace`.
 pub(crate) fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, ctx: &NodeContext) {
+    // Handlers go in a connect middleware, so they are in place before the client is told it
+    // is connected (see `super::on_connect`); the `auth` greeting needs the CONNECT payload,
+    // so it is written out here.
     let c = ctx.clone();
-    io.ns(
-        "/",
-        move |socket: SocketRef<A>, Data(auth): Data<rmpv::Value>| {
-            let ctx = c.clone();
-            async move {
-                greet(&socket, &ctx, &auth);
-                let c = ctx.clone();
-                socket.on("message", move |s: SocketRef<A>, Data(args): Data<Args>| {
+    let setup = move |socket: SocketRef<A>| {
+        let ctx = c.clone();
+        async move {
+            ctx.on_disconnect(&socket, |_, _| async {});
+            let c = ctx.clone();
+            socket.on("message", move |s: SocketRef<A>, Data(args): Data<Args>| {
+                let ctx = c.clone();
+                async move {
+                    ctx.metrics().event_received();
+                    if s.emit("message-back", &args).is_ok() {
+                        ctx.metrics().event_emitted();
+                    }
+                }
+            });
+            let c = ctx.clone();
+            socket.on(
+                "message-with-ack",
+                move |Data(args): Data<Args>, ack: AckSender<A>| {
                     let ctx = c.clone();
                     async move {
                         ctx.metrics().event_received();
-                        if s.emit("message-back", &args).is_ok() {
-                            ctx.metrics().event_emitted();
-                        }
+                        ack.send(&args).ok();
                     }
-                });
-                let c = ctx.clone();
-                socket.on(
-                    "message-with-ack",
-                    move |Data(args): Data<Args>, ack: AckSender<A>| {
-                        let ctx = c.clone();
-                        async move {
-                            ctx.metrics().event_received();
-                            ack.send(&args).ok();
-                        }
-                    },
-                );
-            }
-        },
-    )
-    .spawn();
+                },
+            );
+            Ok::<(), Infallible>(())
+        }
+    };
+    io.ns("/", greeter(ctx).with(setup)).spawn();
 
     let c = ctx.clone();
-    io.ns(
-        "/custom",
-        move |socket: SocketRef<A>, Data(auth): Data<rmpv::Value>| {
-            let ctx = c.clone();
-            async move { greet(&socket, &ctx, &auth) }
-        },
-    )
-    .spawn();
+    let setup = move |socket: SocketRef<A>| {
+        let ctx = c.clone();
+        async move {
+            ctx.on_disconnect(&socket, |_, _| async {});
+            Ok::<(), Infallible>(())
+        }
+    };
+    io.ns("/custom", greeter(ctx).with(setup)).spawn();
+}
+
+/// The connect handler: emits `auth` with the CONNECT payload.
+fn greeter<A: Adapter>(
+    ctx: &NodeContext,
+) -> impl ConnectHandler<A, (SocketRef<A>, Data<rmpv::Value>)> {
+    let ctx = ctx.clone();
+    move |socket: SocketRef<A>, Data(auth): Data<rmpv::Value>| {
+        let ctx = ctx.clone();
+        async move { greet(&socket, &ctx, &auth) }
+    }
 }
 
 /// On connect the reference server emits `auth` with the CONNECT payload (`{}` when none).
 fn greet<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext, auth: &rmpv::Value) {
-    ctx.on_disconnect(socket, |_, _| async {});
     if socket.emit("auth", auth).is_ok() {
         ctx.metrics().event_emitted();
     }

@@ -13,7 +13,12 @@ use engineioxide::service::{EngineIoService, NotFoundService};
 use http::{Method, Request, Response, StatusCode};
 use hyper::{body::Incoming, service::Service};
 use serde::Serialize;
-use socketioxide::{SocketIo, adapter::Adapter, extract::AckSender};
+use socketioxide::{
+    SocketIo,
+    adapter::Adapter,
+    extract::{AckSender, SocketRef},
+    handler::ConnectHandler,
+};
 use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::{
@@ -21,6 +26,31 @@ use crate::{
     context::NodeContext,
     http::{HttpBody, boxed, full},
 };
+
+/// A namespace's connect handler in two steps, for `io.ns` and `io.dyn_ns`. `setup` installs
+/// the socket's event handlers (and may join rooms) in a connect middleware, which runs
+/// *before* the client is told it is connected; `greet` runs once it is (it may emit).
+/// socketioxide runs the connect handler as a task after sending the CONNECT answer, so
+/// handlers installed there could miss an event a client sends the moment it is connected.
+pub(crate) fn on_connect<A, S, G>(setup: S, greet: G) -> impl ConnectHandler<A, (SocketRef<A>,)>
+where
+    A: Adapter,
+    S: Fn(&SocketRef<A>, &SocketIo<A>) + Clone + Send + Sync + 'static,
+    G: Fn(&SocketRef<A>) + Clone + Send + Sync + 'static,
+{
+    let middleware = move |socket: SocketRef<A>, io: SocketIo<A>| {
+        let setup = setup.clone();
+        async move {
+            setup(&socket, &io);
+            Ok::<(), Infallible>(())
+        }
+    };
+    let handler = move |socket: SocketRef<A>| {
+        let greet = greet.clone();
+        async move { greet(&socket) }
+    };
+    handler.with(middleware)
+}
 
 /// Registers the handlers of the built-in app `kind`.
 pub(crate) fn install<A: Adapter + DefinedAdapter>(

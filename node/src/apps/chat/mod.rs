@@ -23,7 +23,7 @@ use socketioxide::{
 };
 use socketioxide_core::adapter::{DefinedAdapter, Spawnable};
 
-use super::reply_error;
+use super::{on_connect, reply_error};
 use crate::context::NodeContext;
 
 /// Room a user lands in when they name none.
@@ -88,28 +88,28 @@ struct Ok {
 
 /// Registers the chat handlers on the main namespace.
 pub(crate) fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, ctx: &NodeContext) {
-    let ctx = ctx.clone();
-    io.ns("/", move |socket: SocketRef<A>, io: SocketIo<A>| {
-        on_connect(socket, io, ctx.clone())
-    })
+    let (c, greeter) = (ctx.clone(), ctx.clone());
+    io.ns(
+        "/",
+        on_connect(
+            move |socket, io| setup(socket, io, &c),
+            move |socket| {
+                let welcome = Welcome {
+                    node: greeter.node_id().as_str(),
+                };
+                if socket.emit("welcome", &welcome).is_ok() {
+                    greeter.metrics().event_emitted();
+                }
+            },
+        ),
+    )
     .spawn();
 }
 
-async fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: NodeContext) {
-    let c = ctx.clone();
-    ctx.on_disconnect(&socket, move |s, reason| on_leave(s, io, c, reason));
-    if socket
-        .emit(
-            "welcome",
-            &Welcome {
-                node: ctx.node_id().as_str(),
-            },
-        )
-        .is_ok()
-    {
-        ctx.metrics().event_emitted();
-    }
-
+/// Installs the chat's handlers on a new socket.
+fn setup<A: Adapter>(socket: &SocketRef<A>, io: &SocketIo<A>, ctx: &NodeContext) {
+    let (c, io) = (ctx.clone(), io.clone());
+    ctx.on_disconnect(socket, move |s, reason| on_leave(s, io, c, reason));
     let c = ctx.clone();
     socket.on(
         "join",
@@ -211,7 +211,7 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>, ctx: Node
         },
     );
 
-    let c = ctx;
+    let c = ctx.clone();
     socket.on(
         "typing",
         move |s: SocketRef<A>, TryData(typing): TryData<bool>| {

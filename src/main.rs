@@ -19,7 +19,7 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "corral", version, about, long_about = None)]
 struct Cli {
     /// Log output: `pretty` for people, `json` for log pipelines. Levels come from `CORRAL_LOG`
-    /// or `RUST_LOG` (default `info`; `warn` for `emit`).
+    /// or `RUST_LOG` (default `info`; `warn` for `emit` and `loadtest`).
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     log_format: LogFormat,
 
@@ -60,6 +60,13 @@ enum Command {
     ///
     /// Example: corral emit --nats nats://127.0.0.1:4222 --room lobby announcement '{"text":"hi"}'
     Emit(EmitConfig),
+
+    /// Load-test any Socket.IO server that speaks the bench protocol: connect, chat,
+    /// broadcast, echo and reconnect-storm scenarios, faults mid-run, reports and comparisons.
+    ///
+    /// Prints a table on stdout (progress on stderr), writes --json and --plot, and exits 1
+    /// when an --assert threshold fails.
+    Loadtest(corral_loadtest::cli::LoadtestArgs),
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -128,6 +135,7 @@ fn main() -> ExitCode {
     // A one-shot command reports its result, not the connection's progress.
     let default_level = match cli.command {
         Command::Emit(_) => "warn",
+        Command::Loadtest(_) => "warn,corral_loadtest=info",
         Command::Node(_) | Command::Gateway(_) | Command::Up(_) => "info",
     };
     init_logging(cli.log_format, default_level);
@@ -150,12 +158,14 @@ fn main() -> ExitCode {
                 up::run(args, drain).await
             }
             Command::Emit(config) => config.run().await.map_err(Into::into),
+            Command::Loadtest(args) => return Ok(corral_loadtest::cli::execute(args).await),
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     // Do not wait for stray tasks (e.g. sockets still closing) after the node has stopped.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status,
         Err(err) => {
             tracing::error!("{err}");
             ExitCode::FAILURE

@@ -5,4 +5,11 @@
 //! process (polling, WebSocket, or the upgrade between them); scenarios drive them and record
 //! connect times, latencies, throughput and delivery completeness into a [`report::Report`].
 
+pub mod cli;
+pub mod client;
+pub mod measure;
 pub mod report;
+mod run;
+pub mod settings;
+
+pub use run::{rss_of, run};

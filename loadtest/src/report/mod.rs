@@ -9,6 +9,25 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod assert;
+mod compare;
+mod figures;
+mod fill;
+mod format;
+mod json;
+mod plot;
+mod table;
+#[cfg(test)]
+mod testdata;
+
+pub use assert::{AssertError, Assertion, AssertionFailure, Op, parse_assertions};
+pub use compare::compare;
+pub use figures::{
+    Figure, Unit, figures_markdown, known_names as figure_names, resolve as resolve_figure,
+};
+pub use json::ReportError;
+pub use plot::{FONT_CANDIDATES, FONT_ENV, PlotFormat};
+
 /// Format version of the JSON report; bump when a field changes meaning.
 pub const REPORT_VERSION: u32 = 1;
 
@@ -62,6 +81,10 @@ pub struct SessionStats {
     pub reconnected: u64,
     /// Sessions by the transport they ended on (`polling`, `websocket`).
     pub by_transport: BTreeMap<String, u64>,
+    /// Sessions by the node that greeted them last (the bench protocol's `hello`), when the
+    /// run ended: how a gateway spread them.
+    #[serde(default)]
+    pub by_node: BTreeMap<String, u64>,
 }
 
 /// A latency distribution, in milliseconds (from an HDR histogram).

@@ -5,6 +5,7 @@
 mod common;
 mod common_gateway;
 mod common_nats;
+mod common_protocol;
 
 use std::{collections::BTreeSet, time::Duration};
 

@@ -7,29 +7,19 @@
 
 mod common;
 mod common_gateway;
+mod common_protocol;
 
 use std::time::{Duration, Instant};
 
 use common::HttpResponse;
 use common_gateway::{
-    Conn, Frame, GatewayProcess, SEP, SESSION_UNKNOWN, STEP, Session, TestNode, Ws, free_port, get,
-    request, send, upgrade_request, wait_until,
+    Conn, FAST_HEALTH, Frame, GatewayProcess, Metrics, QUIET_NODE, SEP, SESSION_UNKNOWN, STEP,
+    Session, TestNode, free_port, gateway_on_quiet_node, get, request, send, upgrade_request,
+    wait_until,
 };
+use common_protocol::bounded;
 use corral_gateway::token::Tokens;
 use tokio::net::TcpStream;
-
-/// Health checks every 200 ms, so nodes are known (and lost) quickly.
-const FAST_HEALTH: [&str; 2] = ["--health-interval", "200ms"];
-
-/// Node settings for tests where no heartbeat should interfere.
-const QUIET_NODE: [&str; 6] = [
-    "--app",
-    "bench",
-    "--ping-interval",
-    "30s",
-    "--ping-timeout",
-    "20s",
-];
 
 fn assert_session_unknown(res: &HttpResponse, what: &str) {
     assert_eq!(
@@ -44,39 +34,16 @@ fn assert_session_unknown(res: &HttpResponse, what: &str) {
     );
 }
 
-/// Runs a test body with an overall bound, so no test can hang the suite.
-async fn bounded(body: impl std::future::Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(60), body)
-        .await
-        .expect("the test finished within 60 s");
-}
-
 /// Case 1: forged, altered, foreign, bare and unknown-node tokens all get the Engine.IO
 /// "Session ID unknown" answer on polling GET, POST and a WebSocket upgrade, and the real session
 /// next to them is untouched.
 #[tokio::test]
 async fn bad_tokens_get_session_unknown_and_the_real_session_goes_on() {
     bounded(async {
-        let n1 = TestNode::start("n1", &QUIET_NODE);
-        let n2 = TestNode::start("n2", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr), ("n2", n2.addr)],
-            &[
-                "--session-secret",
-                "secret-one",
-                FAST_HEALTH[0],
-                FAST_HEALTH[1],
-            ],
-        );
-        let mut other = GatewayProcess::start(
-            &[("n1", n1.addr)],
-            &[
-                "--session-secret",
-                "secret-two",
-                FAST_HEALTH[0],
-                FAST_HEALTH[1],
-            ],
-        );
+        let n1 = TestNode::quiet("n1");
+        let n2 = TestNode::quiet("n2");
+        let mut gw = GatewayProcess::start_fast(&[&n1, &n2], &["--session-secret", "secret-one"]);
+        let mut other = GatewayProcess::start_fast(&[&n1], &["--session-secret", "secret-two"]);
         gw.wait_ready_nodes(2).await;
         other.wait_ready_nodes(1).await;
 
@@ -121,10 +88,7 @@ async fn bad_tokens_get_session_unknown_and_the_real_session_goes_on() {
             .await;
             assert_session_unknown(&upgrade, &format!("WebSocket upgrade with {what}"));
         }
-        let errors = gw.metrics().await.value(
-            "corral_gateway_errors_total",
-            &[("kind", "session_unknown")],
-        );
+        let errors = gw.metrics().await.errors("session_unknown");
         assert!(
             errors >= (bad.len() * 3) as f64,
             "every refusal is counted: {errors}"
@@ -134,8 +98,7 @@ async fn bad_tokens_get_session_unknown_and_the_real_session_goes_on() {
         real.post_ok("40").await;
         let hello = real.recv_until(|r| r.starts_with("42")).await;
         assert_eq!(hello, format!(r#"42["hello",{{"node":"{node}"}}]"#));
-        foreign.post_ok("40").await;
-        foreign.recv_until(|r| r.starts_with("42[\"hello\"")).await;
+        foreign.connect_hello().await;
 
         gw.assert_healthy().await;
         other.assert_healthy().await;
@@ -149,12 +112,7 @@ async fn bad_tokens_get_session_unknown_and_the_real_session_goes_on() {
 #[tokio::test]
 async fn the_handshake_is_the_nodes_but_for_the_sid_and_websockets_work() {
     bounded(async {
-        let n1 = TestNode::start("n1", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr)],
-            &["--session-secret", "s", FAST_HEALTH[0], FAST_HEALTH[1]],
-        );
-        gw.wait_ready_nodes(1).await;
+        let (n1, mut gw) = gateway_on_quiet_node(&["--session-secret", "s"]).await;
 
         let direct = Session::open(n1.addr).await;
         let via = Session::open(gw.addr).await;
@@ -189,16 +147,7 @@ async fn the_handshake_is_the_nodes_but_for_the_sid_and_websockets_work() {
         assert_eq!(opened, Some(("n1", node_sid.as_str())));
 
         // WebSocket only: the node's open packet over the tunnel, then Socket.IO.
-        let mut ws = Ws::connect(&format!(
-            "ws://{}/socket.io/?EIO=4&transport=websocket",
-            gw.addr
-        ))
-        .await;
-        let open = match ws.next().await {
-            Frame::Text(open) => open,
-            other => panic!("expected the open packet, got {other:?}"),
-        };
-        assert!(open.starts_with('0'), "{open}");
+        let (mut ws, open) = gw.open_tunnel().await;
         assert_eq!(
             keys(&open),
             [
@@ -209,16 +158,16 @@ async fn the_handshake_is_the_nodes_but_for_the_sid_and_websockets_work() {
                 "upgrades"
             ]
         );
-        assert!(ws.send_text("40").await);
+        assert!(ws.try_send_text("40").await);
         ws.text_until(|t| t.starts_with("40{")).await;
         ws.text_until(|t| t == r#"42["hello",{"node":"n1"}]"#).await;
 
         // Polling upgraded to WebSocket with the token.
-        let mut upgraded = Ws::connect(&via.ws_url()).await;
-        assert!(upgraded.send_text("2probe").await);
-        assert_eq!(upgraded.next().await, Frame::Text("3probe".into()));
-        assert!(upgraded.send_text("5").await);
-        assert!(upgraded.send_text("40").await);
+        let mut upgraded = via.websocket().await;
+        assert!(upgraded.try_send_text("2probe").await);
+        assert_eq!(upgraded.next_frame().await, Frame::Text("3probe".into()));
+        assert!(upgraded.try_send_text("5").await);
+        assert!(upgraded.try_send_text("40").await);
         upgraded.text_until(|t| t.starts_with("40{")).await;
 
         gw.assert_healthy().await;
@@ -232,21 +181,15 @@ async fn the_handshake_is_the_nodes_but_for_the_sid_and_websockets_work() {
 #[tokio::test]
 async fn limits_cut_big_slow_and_garbage_requests_and_the_gateway_survives() {
     bounded(async {
-        let n1 = TestNode::start("n1", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr)],
-            &[
-                FAST_HEALTH[0],
-                FAST_HEALTH[1],
-                "--max-header-bytes",
-                "16384",
-                "--max-body",
-                "1000",
-                "--header-read-timeout",
-                "1s",
-            ],
-        );
-        gw.wait_ready_nodes(1).await;
+        let (_n1, mut gw) = gateway_on_quiet_node(&[
+            "--max-header-bytes",
+            "16384",
+            "--max-body",
+            "1000",
+            "--header-read-timeout",
+            "1s",
+        ])
+        .await;
         let handshake = "/socket.io/?EIO=4&transport=polling";
 
         // Heads: under the limit passes, over it is 431.
@@ -312,10 +255,7 @@ async fn limits_cut_big_slow_and_garbage_requests_and_the_gateway_survives() {
         let res = conn.response().await.expect("an answer to a chunked big body");
         assert_eq!(res.status, 413, "{}", res.text());
         assert!(res.text().contains("1000"), "names the limit: {}", res.text());
-        let too_large = gw
-            .metrics()
-            .await
-            .value("corral_gateway_errors_total", &[("kind", "payload_too_large")]);
+        let too_large = gw.metrics().await.errors("payload_too_large");
         assert!(too_large >= 2.0, "both refusals counted: {too_large}");
 
         // Slowloris: half a head, then nothing. Others are served meanwhile; it is cut after
@@ -369,9 +309,7 @@ async fn limits_cut_big_slow_and_garbage_requests_and_the_gateway_survives() {
 
         // Case 9: after all the abuse the gateway is up, healthy and never panicked, and still
         // serves sessions.
-        let session = Session::open(gw.addr).await;
-        session.post_ok("40").await;
-        session.recv_until(|r| r.starts_with("42[\"hello\"")).await;
+        Session::open(gw.addr).await.connect_hello().await;
         gw.assert_healthy().await;
     })
     .await;
@@ -410,19 +348,12 @@ fn a_head_limit_below_the_parsers_minimum_is_refused_at_start() {
 #[tokio::test]
 async fn the_sixth_connection_is_refused_and_the_five_go_on() {
     bounded(async {
-        let n1 = TestNode::start("n1", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr)],
-            &[FAST_HEALTH[0], FAST_HEALTH[1], "--max-connections", "5"],
-        );
-        gw.wait_ready_nodes(1).await;
-        let healthz = request("GET", "/healthz", &[], b"");
+        let (_n1, mut gw) = gateway_on_quiet_node(&["--max-connections", "5"]).await;
 
         let mut five = Vec::new();
         for _ in 0..5 {
             let mut conn = Conn::open(gw.addr).await;
-            let res = conn.exchange(&healthz).await;
-            assert_eq!(res.status, 200, "{}", res.text());
+            conn.expect_healthz().await;
             five.push(conn);
         }
         let mut sixth = Conn::open(gw.addr).await;
@@ -434,8 +365,7 @@ async fn the_sixth_connection_is_refused_and_the_five_go_on() {
             "the sixth connection is closed"
         );
         for conn in &mut five {
-            let res = conn.exchange(&healthz).await;
-            assert_eq!(res.status, 200, "{}", res.text());
+            conn.expect_healthz().await;
         }
 
         // One of the five goes; its slot is free again.
@@ -448,8 +378,7 @@ async fn the_sixth_connection_is_refused_and_the_five_go_on() {
         })
         .await;
         for conn in &mut five {
-            let res = conn.exchange(&healthz).await;
-            assert_eq!(res.status, 200, "{}", res.text());
+            conn.expect_healthz().await;
         }
         gw.assert_healthy().await;
     })
@@ -464,7 +393,7 @@ async fn no_ready_node_is_a_503_until_a_node_comes_up() {
         let port = free_port();
         let ghost_addr = format!("127.0.0.1:{port}");
         // A real node, configured under another id: the gateway must not trust it.
-        let liar = TestNode::start("real-id", &QUIET_NODE);
+        let liar = TestNode::quiet("real-id");
         let mut gw = GatewayProcess::start(
             &[
                 ("ghost", ghost_addr.parse().expect("address")),
@@ -485,7 +414,7 @@ async fn no_ready_node_is_a_503_until_a_node_comes_up() {
             res.text()
         );
         let metrics = gw.metrics().await;
-        assert!(metrics.value("corral_gateway_errors_total", &[("kind", "no_node")]) >= 1.0);
+        assert!(metrics.errors("no_node") >= 1.0);
         assert!(
             gw.logs()
                 .iter()
@@ -528,20 +457,13 @@ async fn no_ready_node_is_a_503_until_a_node_comes_up() {
 #[tokio::test]
 async fn a_killed_nodes_sessions_start_over_and_new_ones_go_to_the_live_node() {
     bounded(async {
-        let mut n1 = TestNode::start("n1", &QUIET_NODE);
-        let n2 = TestNode::start("n2", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr), ("n2", n2.addr)],
-            &[
-                FAST_HEALTH[0],
-                FAST_HEALTH[1],
-                "--affinity",
-                "none",
-                "--balance",
-                "round-robin",
-            ],
-        );
-        gw.wait_ready_nodes(2).await;
+        let mut n1 = TestNode::quiet("n1");
+        let n2 = TestNode::quiet("n2");
+        let mut gw = GatewayProcess::start_ready(
+            &[&n1, &n2],
+            &["--affinity", "none", "--balance", "round-robin"],
+        )
+        .await;
 
         let mut on = std::collections::BTreeMap::new();
         for _ in 0..6 {
@@ -556,14 +478,8 @@ async fn a_killed_nodes_sessions_start_over_and_new_ones_go_to_the_live_node() {
         let (_, doomed_sid) = doomed.token_parts();
         let taken = n1.polls_taken(&doomed_sid);
         // A long-poll waiting at n1 when it dies must end, not hang.
-        let pending = {
-            let doomed = doomed.clone();
-            tokio::spawn(async move { doomed.poll().await })
-        };
-        wait_until("the poll waits at n1", STEP, async || {
-            n1.polls_taken(&doomed_sid) == taken + 1
-        })
-        .await;
+        let pending = doomed.spawn_poll();
+        n1.wait_polls_taken(&doomed_sid, taken + 1).await;
         let before = gw.metrics().await;
 
         n1.kill();
@@ -592,21 +508,13 @@ async fn a_killed_nodes_sessions_start_over_and_new_ones_go_to_the_live_node() {
         }
 
         let after = gw.metrics().await;
-        let errors = |m: &common_gateway::Metrics| {
-            m.value(
-                "corral_gateway_errors_total",
-                &[("kind", "session_unknown")],
-            ) + m.value(
-                "corral_gateway_errors_total",
-                &[("kind", "upstream_connect")],
-            )
-        };
+        let errors = |m: &Metrics| m.errors("session_unknown") + m.errors("upstream_connect");
         assert!(
             errors(&after) >= errors(&before) + 2.0,
             "the refused requests are counted:\n{}",
             after.0
         );
-        let decisions = |m: &common_gateway::Metrics, node| {
+        let decisions = |m: &Metrics, node| {
             m.value("corral_gateway_routing_decisions_total", &[("node", node)])
         };
         assert!(
@@ -625,36 +533,23 @@ async fn a_killed_nodes_sessions_start_over_and_new_ones_go_to_the_live_node() {
 #[tokio::test]
 async fn idle_tunnels_close_and_busy_ones_stay() {
     bounded(async {
-        let n1 = TestNode::start("n1", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr)],
-            &[
-                FAST_HEALTH[0],
-                FAST_HEALTH[1],
-                "--tunnel-idle-timeout",
-                "1s",
-            ],
-        );
-        gw.wait_ready_nodes(1).await;
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", gw.addr);
+        let (_n1, mut gw) = gateway_on_quiet_node(&["--tunnel-idle-timeout", "1s"]).await;
         let tunnels = |gw: &GatewayProcess| {
             let admin = gw.admin;
             async move {
                 let res = get(admin, "/metrics").await;
-                common_gateway::Metrics(res.text())
-                    .value("corral_gateway_tunnels", &[("node", "n1")])
+                Metrics(res.text()).value("corral_gateway_tunnels", &[("node", "n1")])
             }
         };
 
         // The busy one: a pong-sized packet every 200 ms for 3 s (three idle timeouts). The
         // node sends its first ping at once, then none for 30 s.
-        let mut busy = Ws::connect(&url).await;
-        assert!(matches!(busy.next().await, Frame::Text(t) if t.starts_with('0')));
+        let (mut busy, _) = gw.open_tunnel().await;
         let busy_task = tokio::spawn(async move {
             let until = Instant::now() + Duration::from_secs(3);
             while Instant::now() < until {
-                assert!(busy.send_text("3").await, "the busy tunnel broke");
-                match busy.next_within(Duration::from_millis(200)).await {
+                assert!(busy.try_send_text("3").await, "the busy tunnel broke");
+                match busy.next_frame_within(Duration::from_millis(200)).await {
                     None => {}
                     Some(Frame::Text(ping)) if ping == "2" => {}
                     Some(frame) => panic!("the busy tunnel got {frame:?}"),
@@ -664,15 +559,14 @@ async fn idle_tunnels_close_and_busy_ones_stay() {
         });
 
         // The idle one answers nothing: after the open packet and the first ping, no byte moves.
-        let mut idle = Ws::connect(&url).await;
-        assert!(matches!(idle.next().await, Frame::Text(t) if t.starts_with('0')));
+        let (mut idle, _) = gw.open_tunnel().await;
         let mut last_byte = Instant::now();
         wait_until("two tunnels counted", STEP, async || {
             tunnels(&gw).await == 2.0
         })
         .await;
         loop {
-            match idle.next_within(Duration::from_secs(5)).await {
+            match idle.next_frame_within(Duration::from_secs(5)).await {
                 Some(Frame::Text(ping)) if ping == "2" => last_byte = Instant::now(),
                 Some(Frame::Closed) => break,
                 other => panic!("the idle tunnel is not closed: {other:?}"),
@@ -689,7 +583,7 @@ async fn idle_tunnels_close_and_busy_ones_stay() {
         .await;
 
         let mut busy = busy_task.await.expect("the busy client");
-        assert!(busy.send_text("40").await);
+        assert!(busy.try_send_text("40").await);
         busy.text_until(|t| t.starts_with("40{")).await;
         drop(busy);
         wait_until("no tunnel counted", STEP, async || {
@@ -706,40 +600,21 @@ async fn idle_tunnels_close_and_busy_ones_stay() {
 #[tokio::test]
 async fn sigterm_refuses_new_connections_finishes_polls_closes_tunnels_and_exits_zero() {
     bounded(async {
-        let n1 = TestNode::start("n1", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr)],
-            &[FAST_HEALTH[0], FAST_HEALTH[1], "--drain-timeout", "3s"],
-        );
-        gw.wait_ready_nodes(1).await;
+        let (n1, mut gw) = gateway_on_quiet_node(&["--drain-timeout", "3s"]).await;
         let gw_addr = gw.addr;
 
         let session = Session::open(gw.addr).await;
         let (_, node_sid) = session.token_parts();
         // The node pings at once; answered, the next ping is 30 s away.
-        let res = session.poll().await;
-        assert_eq!((res.status, res.text().as_str()), (200, "2"));
-        session.post_ok("3").await;
+        session.answer_first_ping().await;
         // A long-poll, waiting at the node.
-        let pending = {
-            let session = session.clone();
-            tokio::spawn(async move { session.poll().await })
-        };
-        wait_until("the poll waits at the node", STEP, async || {
-            n1.polls_taken(&node_sid) == 2
-        })
-        .await;
-        let mut ws = Ws::connect(&format!(
-            "ws://{}/socket.io/?EIO=4&transport=websocket",
-            gw.addr
-        ))
-        .await;
-        assert!(matches!(ws.next().await, Frame::Text(t) if t.starts_with('0')));
+        let pending = session.spawn_poll();
+        n1.wait_polls_taken(&node_sid, 2).await;
+        let (mut ws, _) = gw.open_tunnel().await;
 
         // An idle kept-alive connection, which has nothing left to finish.
         let mut idle = Conn::open(gw.addr).await;
-        let res = idle.exchange(&request("GET", "/healthz", &[], b"")).await;
-        assert_eq!(res.status, 200);
+        idle.expect_healthz().await;
 
         let signalled = Instant::now();
         gw.terminate();
@@ -770,23 +645,15 @@ async fn sigterm_refuses_new_connections_finishes_polls_closes_tunnels_and_exits
             ws.closed_within(Duration::from_secs(3)).await,
             "the tunnel is closed"
         );
-        let status = gw
-            .wait_exit(Duration::from_secs(4))
-            .unwrap_or_else(|| panic!("gateway still running 4 s after SIGTERM"));
+        gw.expect_exit_zero(Duration::from_secs(4));
         let took = signalled.elapsed();
-        assert!(status.success(), "exit status {status:?}");
         assert!(
             took < Duration::from_millis(2500),
             "exited once the poll was answered and the tunnel closed, well within the 3 s drain \
              timeout: {took:?}"
         );
-        let logs = gw.logs();
-        assert!(logs.iter().any(|l| l.contains("gateway stopped")));
-        assert!(
-            !logs.iter().any(|l| l.contains("panicked")),
-            "{}",
-            logs.join("\n")
-        );
+        assert!(gw.logs().iter().any(|l| l.contains("gateway stopped")));
+        gw.assert_never_panicked();
     })
     .await;
 }
@@ -808,25 +675,16 @@ async fn a_dropped_poll_does_not_block_the_next_one() {
                 "5s",
             ],
         );
-        let mut gw = GatewayProcess::start(&[("n1", n1.addr)], &FAST_HEALTH);
-        gw.wait_ready_nodes(1).await;
+        let mut gw = GatewayProcess::start_ready(&[&n1], &[]).await;
         let session = Session::open(gw.addr).await;
         let (_, node_sid) = session.token_parts();
 
         // Answer the ping first, so the next one is a whole interval away.
-        let res = session.poll().await;
-        assert_eq!((res.status, res.text().as_str()), (200, "2"));
-        session.post_ok("3").await;
+        session.answer_first_ping().await;
 
         let taken = n1.polls_taken(&node_sid);
-        let mut abandoned = Conn::open(gw.addr).await;
-        abandoned
-            .write(&request("GET", &session.path(), &[], b""))
-            .await;
-        wait_until("the poll waits at the node", STEP, async || {
-            n1.polls_taken(&node_sid) == taken + 1
-        })
-        .await;
+        let abandoned = session.start_poll().await;
+        n1.wait_polls_taken(&node_sid, taken + 1).await;
         drop(abandoned);
 
         let next = session.poll().await;
@@ -837,8 +695,7 @@ async fn a_dropped_poll_does_not_block_the_next_one() {
         );
         assert_eq!(n1.polls_taken(&node_sid), taken + 2);
         session.post_ok("3").await;
-        session.post_ok("40").await;
-        session.recv_until(|r| r.starts_with("42[\"hello\"")).await;
+        session.connect_hello().await;
         assert!(
             !n1.logs().iter().any(|l| l.contains("MultipleHttpPolling")),
             "no concurrent poll at the node"
@@ -853,33 +710,17 @@ async fn a_dropped_poll_does_not_block_the_next_one() {
 #[tokio::test]
 async fn sigterm_exits_zero_within_the_drain_timeout_even_with_a_poll_left_pending() {
     bounded(async {
-        let n1 = TestNode::start("n1", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr)],
-            &[FAST_HEALTH[0], FAST_HEALTH[1], "--drain-timeout", "3s"],
-        );
-        gw.wait_ready_nodes(1).await;
+        let (n1, mut gw) = gateway_on_quiet_node(&["--drain-timeout", "3s"]).await;
         let session = Session::open(gw.addr).await;
         let (_, node_sid) = session.token_parts();
-        let res = session.poll().await;
-        assert_eq!((res.status, res.text().as_str()), (200, "2"));
-        session.post_ok("3").await;
-        let mut stuck = Conn::open(gw.addr).await;
-        stuck
-            .write(&request("GET", &session.path(), &[], b""))
-            .await;
-        wait_until("the poll waits at the node", STEP, async || {
-            n1.polls_taken(&node_sid) == 2
-        })
-        .await;
+        session.answer_first_ping().await;
+        let mut stuck = session.start_poll().await;
+        n1.wait_polls_taken(&node_sid, 2).await;
 
         let signalled = Instant::now();
         gw.terminate();
-        let status = gw
-            .wait_exit(Duration::from_secs(6))
-            .unwrap_or_else(|| panic!("gateway still running 6 s after SIGTERM"));
+        gw.expect_exit_zero(Duration::from_secs(6));
         let took = signalled.elapsed();
-        assert!(status.success(), "exit status {status:?}");
         assert!(
             took >= Duration::from_millis(2500) && took < Duration::from_secs(4),
             "the pending poll was given the 3 s drain timeout, no more: {took:?}"
@@ -888,12 +729,7 @@ async fn sigterm_exits_zero_within_the_drain_timeout_even_with_a_poll_left_pendi
             stuck.closed_within(STEP).await.is_some(),
             "the stuck client's connection ends with the gateway"
         );
-        let logs = gw.logs();
-        assert!(
-            !logs.iter().any(|l| l.contains("panicked")),
-            "{}",
-            logs.join("\n")
-        );
+        gw.assert_never_panicked();
     })
     .await;
 }
@@ -903,22 +739,13 @@ async fn sigterm_exits_zero_within_the_drain_timeout_even_with_a_poll_left_pendi
 #[tokio::test]
 async fn refused_connections_are_counted() {
     bounded(async {
-        let n1 = TestNode::start("n1", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr)],
-            &[FAST_HEALTH[0], FAST_HEALTH[1], "--max-connections", "1"],
-        );
-        gw.wait_ready_nodes(1).await;
+        let (_n1, mut gw) = gateway_on_quiet_node(&["--max-connections", "1"]).await;
         let mut held = Conn::open(gw.addr).await;
-        let res = held.exchange(&request("GET", "/healthz", &[], b"")).await;
-        assert_eq!(res.status, 200);
+        held.expect_healthz().await;
         let mut refused = Conn::open(gw.addr).await;
         let res = refused.response().await.expect("a refusal");
         assert_eq!(res.status, 503);
-        let counted = gw.metrics().await.value(
-            "corral_gateway_errors_total",
-            &[("kind", "too_many_connections")],
-        );
+        let counted = gw.metrics().await.errors("too_many_connections");
         assert_eq!(counted, 1.0, "the refusal is counted");
         gw.assert_healthy().await;
     })
@@ -930,18 +757,10 @@ async fn refused_connections_are_counted() {
 #[tokio::test]
 async fn websocket_tunnels_count_against_the_connection_limit() {
     bounded(async {
-        let n1 = TestNode::start("n1", &QUIET_NODE);
-        let mut gw = GatewayProcess::start(
-            &[("n1", n1.addr)],
-            &[FAST_HEALTH[0], FAST_HEALTH[1], "--max-connections", "2"],
-        );
-        gw.wait_ready_nodes(1).await;
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", gw.addr);
+        let (_n1, mut gw) = gateway_on_quiet_node(&["--max-connections", "2"]).await;
         let mut tunnels = Vec::new();
         for _ in 0..2 {
-            let mut ws = Ws::connect(&url).await;
-            assert!(matches!(ws.next().await, Frame::Text(t) if t.starts_with('0')));
-            tunnels.push(ws);
+            tunnels.push(gw.open_tunnel().await.0);
         }
         wait_until("two tunnels open", STEP, async || {
             gw.metrics().await.value("corral_gateway_tunnels", &[]) == 2.0

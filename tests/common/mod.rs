@@ -1,9 +1,13 @@
-//! Shared helpers of the integration tests: start `corral node` as a real process on a free
-//! port, and speak raw HTTP and WebSocket to it.
+//! Shared helpers of the integration tests: start `corral` as a real process ([`CorralProcess`]:
+//! any subcommand, its JSON log collected, ready once it logs a given message; `corral node` as
+//! [`NodeProcess`], on a free port unless given an address), and speak raw HTTP and WebSocket to
+//! it.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
+    ffi::OsStr,
+    fmt::Debug,
     io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Child, Command, ExitStatus, Stdio},
@@ -16,68 +20,72 @@ use tokio::{
     net::TcpStream,
 };
 
-/// A `corral node` child process, killed when dropped.
-pub struct NodeProcess {
+/// How long a `corral` process may take to log that it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `corral` child process whose JSON log (stderr) is collected; killed when dropped.
+pub struct CorralProcess {
     child: Child,
-    /// The address it listens on.
-    pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
-impl NodeProcess {
-    /// Starts `corral node --listen 127.0.0.1:0 <args>` and waits until it listens. The port is
-    /// picked by the OS and read back from the node's JSON log, so tests never collide.
-    pub fn start(args: &[&str]) -> NodeProcess {
+impl CorralProcess {
+    /// Runs `corral --log-format json <subcommand> <args>` with `CORRAL_LOG=<log_spec>` and
+    /// waits until it logs a line whose message is `ready`; returns the process and that line
+    /// (which is in [`CorralProcess::logs`] by then). Fails the test, with the log, if it does
+    /// not within 20 s.
+    pub fn start<S: AsRef<OsStr> + Debug>(
+        subcommand: &str,
+        args: &[S],
+        log_spec: &str,
+        ready: &str,
+    ) -> (CorralProcess, serde_json::Value) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["--log-format", "json", "node", "--listen", "127.0.0.1:0"])
+            .args(["--log-format", "json", subcommand])
             .args(args)
-            .env("CORRAL_LOG", "info,corral_node=debug")
+            .env("CORRAL_LOG", log_spec)
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn corral node");
+            .unwrap_or_else(|e| panic!("spawn corral {subcommand}: {e}"));
         let stderr = child.stderr.take().expect("stderr is piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = logs.clone();
+        let wanted = ready.to_owned();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let listening = serde_json::from_str::<serde_json::Value>(&line)
+                let json = serde_json::from_str::<serde_json::Value>(&line)
                     .ok()
-                    .filter(|json| json["message"] == "node listening")
-                    .and_then(|json| json["listen"].as_str()?.parse::<SocketAddr>().ok());
-                // Logged before the address is handed over, so `logs()` has the line by then.
+                    .filter(|json| json["message"] == wanted.as_str());
+                // Logged before the line is handed over, so `logs()` has it by then.
                 sink.lock().expect("log lock").push(line);
-                if let Some(addr) = listening {
-                    tx.send(addr).ok();
+                if let Some(json) = json {
+                    tx.send(json).ok();
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => (CorralProcess { child, logs }, line),
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
-                    "node did not start; its log:\n{}",
+                    "corral {subcommand} {args:?} did not log {ready:?}; its log:\n{}",
                     logs.lock().expect("log lock").join("\n")
                 );
             }
-        };
-        NodeProcess { child, addr, logs }
+        }
     }
 
-    /// `http://<addr><path>`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
     }
 
-    /// `ws://<addr><path>`.
-    pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
-    }
-
-    /// Sends SIGTERM, as an orchestrator stopping the node would.
+    /// Sends SIGTERM, as an orchestrator stopping the process would.
     pub fn terminate(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -102,7 +110,7 @@ impl NodeProcess {
             if Instant::now() > deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -111,26 +119,99 @@ impl NodeProcess {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for CorralProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The address in field `field` of log line `line`; fails the test if there is none.
+pub fn addr_field(line: &serde_json::Value, field: &str) -> SocketAddr {
+    line[field]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address {field:?} in {line}"))
+}
+
+/// A `corral node` child process, killed when dropped.
+pub struct NodeProcess {
+    process: CorralProcess,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    node_id: Option<String>,
+}
+
+impl NodeProcess {
+    /// Starts `corral node --listen 127.0.0.1:0 <args>` and waits until it listens. The port is
+    /// picked by the OS and read back from the node's JSON log, so tests never collide.
+    pub fn start(args: &[&str]) -> NodeProcess {
+        NodeProcess::start_with("127.0.0.1:0", "info,corral_node=debug", args)
+    }
+
+    /// Starts `corral node --listen <listen> <args>` with `CORRAL_LOG=<log_spec>` and waits
+    /// until it listens.
+    pub fn start_with(listen: &str, log_spec: &str, args: &[&str]) -> NodeProcess {
+        let mut argv = vec!["--listen", listen];
+        argv.extend_from_slice(args);
+        let (process, line) = CorralProcess::start("node", &argv, log_spec, "node listening");
+        NodeProcess {
+            process,
+            addr: addr_field(&line, "listen"),
+            node_id: line["node_id"].as_str().map(str::to_owned),
+        }
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// `ws://<addr><path>`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the node would.
+    pub fn terminate(&self) {
+        self.process.terminate();
+    }
+
+    /// Kills the process with SIGKILL (no drain, no goodbye) and waits for it.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.process.wait_exit(timeout)
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// The node id it reported when it started listening.
     pub fn node_id(&self) -> String {
-        self.logs()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["message"] == "node listening")
-            .and_then(|l| l["node_id"].as_str().map(str::to_owned))
+        self.node_id
+            .clone()
             .expect("the node logged its id when it started listening")
     }
 
     /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().expect("log lock").clone()
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.logs()
     }
 }
 

@@ -1,28 +1,30 @@
 //! Helpers of the gateway tests: start `corral gateway` and `corral node` as real processes
-//! (the node optionally on a fixed address, and with the Engine.IO debug log that shows when a
-//! long-poll is pending), speak raw HTTP/1.1 on connections that may be kept alive, refused or
-//! cut, read the gateway's Prometheus metrics, and wait for conditions with deadlines.
+//! (through `common`'s process starter; the node optionally on a fixed address, and with the
+//! Engine.IO debug log that shows when a long-poll is pending), a quiet node and a gateway on it
+//! ready in one call, speak raw HTTP/1.1 on connections that may be kept alive, refused or cut,
+//! drive Engine.IO polling sessions and WebSocket tunnels (`common_protocol`'s [`Ws`], with this
+//! module's [`STEP`]), read the gateway's Prometheus metrics, and wait for conditions with
+//! deadlines.
 //!
-//! Needs `mod common;` next to `mod common_gateway;` in the test crate.
+//! Needs `mod common;` and `mod common_protocol;` next to `mod common_gateway;` in the test
+//! crate.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    process::ExitStatus,
     time::{Duration, Instant},
 };
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
+    task::JoinHandle,
 };
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
 
-use crate::common::HttpResponse;
+use crate::common::{CorralProcess, HttpResponse, NodeProcess, addr_field};
+pub use crate::common_protocol::{Frame, Ws};
 
 /// How long one expected step (a response, a frame, a close) may take on a busy machine.
 pub const STEP: Duration = Duration::from_secs(10);
@@ -33,106 +35,23 @@ pub const SESSION_UNKNOWN: &str = r#"{"code":1,"message":"Session ID unknown"}"#
 /// Engine.IO record separator of polling payloads.
 pub const SEP: char = '\u{1e}';
 
-/// A `corral` child process whose JSON log is collected; killed when dropped.
-struct Process {
-    child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
-}
+/// Health checks every 200 ms, so nodes are known (and lost) quickly.
+pub const FAST_HEALTH: [&str; 2] = ["--health-interval", "200ms"];
 
-impl Process {
-    /// Runs `corral --log-format json <args>` and waits for the log line whose message is
-    /// `ready`; returns the process and that line.
-    fn start(args: &[String], log_spec: &str, ready: &'static str) -> (Process, serde_json::Value) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["--log-format", "json"])
-            .args(args)
-            .env("CORRAL_LOG", log_spec)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn corral");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let json = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .filter(|json| json["message"] == ready);
-                sink.lock().expect("log lock").push(line);
-                if let Some(json) = json {
-                    tx.send(json).ok();
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => (Process { child, logs }, line),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "corral {args:?} did not log {ready:?}; its log:\n{}",
-                    logs.lock().expect("log lock").join("\n")
-                );
-            }
-        }
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().expect("log lock").clone()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} failed");
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn addr_field(line: &serde_json::Value, field: &str) -> SocketAddr {
-    line[field]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address {field:?} in {line}"))
-}
+/// Node settings for tests where no heartbeat should interfere: the bench app, pings 30 s apart.
+pub const QUIET_NODE: [&str; 6] = [
+    "--app",
+    "bench",
+    "--ping-interval",
+    "30s",
+    "--ping-timeout",
+    "20s",
+];
 
 /// A `corral node` with a given node id, logging Engine.IO's debug lines (so a test can see a
 /// long-poll waiting at the node).
 pub struct TestNode {
-    process: Process,
+    node: NodeProcess,
     /// Its node id.
     pub id: String,
     /// Where it listens.
@@ -145,28 +64,27 @@ impl TestNode {
         TestNode::start_at(id, "127.0.0.1:0", args)
     }
 
+    /// `corral node --node-id <id>` with [`QUIET_NODE`]'s settings.
+    pub fn quiet(id: &str) -> TestNode {
+        TestNode::start(id, &QUIET_NODE)
+    }
+
     /// Like [`TestNode::start`], on a given address (e.g. one a gateway already points at).
     pub fn start_at(id: &str, listen: &str, args: &[&str]) -> TestNode {
-        let mut argv: Vec<String> = ["node", "--listen", listen, "--node-id", id]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        argv.extend(args.iter().map(|s| (*s).to_owned()));
-        let (process, line) = Process::start(
-            &argv,
-            "info,corral_node=debug,engineioxide=debug",
-            "node listening",
-        );
+        let mut argv = vec!["--node-id", id];
+        argv.extend_from_slice(args);
+        let node =
+            NodeProcess::start_with(listen, "info,corral_node=debug,engineioxide=debug", &argv);
         TestNode {
-            process,
             id: id.to_owned(),
-            addr: addr_field(&line, "listen"),
+            addr: node.addr,
+            node,
         }
     }
 
     /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
-        self.process.logs()
+        self.node.logs()
     }
 
     /// How many polling GETs of node session `sid` the node has taken up (each logged once it
@@ -185,15 +103,34 @@ impl TestNode {
             .count()
     }
 
+    /// Waits (up to [`STEP`]) until the node has taken `n` polls of node session `sid` (see
+    /// [`TestNode::polls_taken`]): the last one is waiting at the node.
+    pub async fn wait_polls_taken(&self, sid: &str, n: usize) {
+        wait_until(
+            &format!("the poll waits at {}", self.id),
+            STEP,
+            async || self.polls_taken(sid) == n,
+        )
+        .await;
+    }
+
     /// SIGKILL: no drain, no goodbye.
     pub fn kill(&mut self) {
-        self.process.kill();
+        self.node.kill();
     }
+}
+
+/// A quiet node `n1` ([`QUIET_NODE`]) and a gateway on it with [`FAST_HEALTH`] and `args`,
+/// once the gateway found the node ready.
+pub async fn gateway_on_quiet_node(args: &[&str]) -> (TestNode, GatewayProcess) {
+    let n1 = TestNode::quiet("n1");
+    let gw = GatewayProcess::start_ready(&[&n1], args).await;
+    (n1, gw)
 }
 
 /// A `corral gateway` child process on OS-picked ports, killed when dropped.
 pub struct GatewayProcess {
-    process: Process,
+    process: CorralProcess,
     /// Where clients connect.
     pub addr: SocketAddr,
     /// The admin listener (health, metrics).
@@ -204,27 +141,37 @@ impl GatewayProcess {
     /// `corral gateway --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --node ID=http://ADDR…
     /// <args>`, waiting until it logs `gateway listening`.
     pub fn start(nodes: &[(&str, SocketAddr)], args: &[&str]) -> GatewayProcess {
-        let mut argv: Vec<String> = [
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let mut argv: Vec<String> = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         for (id, addr) in nodes {
             argv.push("--node".to_owned());
             argv.push(format!("{id}=http://{addr}"));
         }
         argv.extend(args.iter().map(|s| (*s).to_owned()));
-        let (process, line) = Process::start(&argv, "info", "gateway listening");
+        let (process, line) = CorralProcess::start("gateway", &argv, "info", "gateway listening");
         GatewayProcess {
             process,
             addr: addr_field(&line, "listen"),
             admin: addr_field(&line, "admin"),
         }
+    }
+
+    /// A gateway in front of `nodes` with [`FAST_HEALTH`] and `args` (its health check may not
+    /// have found them yet).
+    pub fn start_fast(nodes: &[&TestNode], args: &[&str]) -> GatewayProcess {
+        let ids: Vec<(&str, SocketAddr)> = nodes.iter().map(|n| (n.id.as_str(), n.addr)).collect();
+        let mut argv = FAST_HEALTH.to_vec();
+        argv.extend_from_slice(args);
+        GatewayProcess::start(&ids, &argv)
+    }
+
+    /// [`GatewayProcess::start_fast`], once its health check found every node ready.
+    pub async fn start_ready(nodes: &[&TestNode], args: &[&str]) -> GatewayProcess {
+        let gateway = GatewayProcess::start_fast(nodes, args);
+        gateway.wait_ready_nodes(nodes.len()).await;
+        gateway
     }
 
     /// Every log line so far.
@@ -234,7 +181,7 @@ impl GatewayProcess {
 
     /// Sends SIGTERM (graceful shutdown).
     pub fn terminate(&self) {
-        self.process.signal("-TERM");
+        self.process.terminate();
     }
 
     /// Waits up to `timeout` for the process to exit.
@@ -245,6 +192,43 @@ impl GatewayProcess {
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
+    }
+
+    /// Waits up to `within` for the process to exit (after [`GatewayProcess::terminate`]) and
+    /// asserts it exited 0.
+    pub fn expect_exit_zero(&mut self, within: Duration) {
+        let status = self
+            .wait_exit(within)
+            .unwrap_or_else(|| panic!("gateway still running {within:?} after SIGTERM"));
+        assert!(status.success(), "exit status {status:?}");
+    }
+
+    /// Asserts that no log line so far tells of a panic.
+    pub fn assert_never_panicked(&self) {
+        let logs = self.logs();
+        assert!(
+            !logs.iter().any(|l| l.contains("panicked")),
+            "gateway panicked:\n{}",
+            logs.join("\n")
+        );
+    }
+
+    /// The `ws://` URL of a WebSocket-only Engine.IO handshake through the gateway.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/socket.io/?EIO=4&transport=websocket", self.addr)
+    }
+
+    /// Opens a WebSocket-only session through the gateway (a tunnel); returns it and the open
+    /// packet it got first.
+    pub async fn open_tunnel(&self) -> (Ws, String) {
+        let mut ws = Ws::connect_within(&self.ws_url(), STEP).await;
+        match ws.next_frame().await {
+            Frame::Text(open) => {
+                assert!(open.starts_with('0'), "{open}");
+                (ws, open)
+            }
+            other => panic!("expected the open packet, got {other:?}"),
+        }
     }
 
     /// The Prometheus text of the admin listener.
@@ -283,12 +267,7 @@ impl GatewayProcess {
         )
         .await;
         assert_eq!(res.status, 200, "healthz: {}", res.text());
-        let logs = self.logs();
-        assert!(
-            !logs.iter().any(|l| l.contains("panicked")),
-            "gateway panicked:\n{}",
-            logs.join("\n")
-        );
+        self.assert_never_panicked();
     }
 }
 
@@ -297,6 +276,11 @@ impl GatewayProcess {
 pub struct Metrics(pub String);
 
 impl Metrics {
+    /// `corral_gateway_errors_total` of error kind `kind`.
+    pub fn errors(&self, kind: &str) -> f64 {
+        self.value("corral_gateway_errors_total", &[("kind", kind)])
+    }
+
     /// The sum of every sample of `name` whose labels include `labels` (0 when none).
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.0
@@ -462,6 +446,12 @@ impl Conn {
             .expect("a response on the kept-alive connection")
     }
 
+    /// One keep-alive `GET /healthz`, which must answer 200.
+    pub async fn expect_healthz(&mut self) {
+        let res = self.exchange(&request("GET", "/healthz", &[], b"")).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+
     /// Waits up to `within` for the server to close the connection; returns what it sent
     /// before, or `None` if it is still open. A reset counts as closed.
     pub async fn closed_within(&mut self, within: Duration) -> Option<Vec<u8>> {
@@ -625,9 +615,42 @@ impl Session {
         )
     }
 
+    /// Opens this session's WebSocket (not probed yet).
+    pub async fn websocket(&self) -> Ws {
+        Ws::connect_within(&self.ws_url(), STEP).await
+    }
+
     /// One polling GET.
     pub async fn poll(&self) -> HttpResponse {
         get(self.addr, &self.path()).await
+    }
+
+    /// One polling GET in a task of its own (to leave it pending while the test goes on).
+    pub fn spawn_poll(&self) -> JoinHandle<HttpResponse> {
+        let session = self.clone();
+        tokio::spawn(async move { session.poll().await })
+    }
+
+    /// Sends one polling GET on a connection of its own and returns the connection without
+    /// reading the answer (a poll a client may then abandon).
+    pub async fn start_poll(&self) -> Conn {
+        let mut conn = Conn::open(self.addr).await;
+        conn.write(&request("GET", &self.path(), &[], b"")).await;
+        conn
+    }
+
+    /// Polls the node's first ping, alone, and answers it: the next one is a whole ping
+    /// interval away.
+    pub async fn answer_first_ping(&self) {
+        let res = self.poll().await;
+        assert_eq!((res.status, res.text().as_str()), (200, "2"));
+        self.post_ok("3").await;
+    }
+
+    /// Connects to the main namespace and waits for the bench app's `hello`; returns it.
+    pub async fn connect_hello(&self) -> String {
+        self.post_ok("40").await;
+        self.recv_until(|r| r.starts_with("42[\"hello\"")).await
     }
 
     /// One POST of `body`.
@@ -662,90 +685,6 @@ impl Session {
                 } else if want(record) {
                     return record.to_owned();
                 }
-            }
-        }
-    }
-}
-
-/// A frame received on a WebSocket, or its end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    /// A text frame.
-    Text(String),
-    /// A binary frame.
-    Binary(Vec<u8>),
-    /// A close frame, the end of the stream, or a transport error.
-    Closed,
-}
-
-/// A raw WebSocket client.
-pub struct Ws {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Ws {
-    /// Connects, failing the test if the upgrade is refused.
-    pub async fn connect(url: &str) -> Ws {
-        let (stream, _) = tokio::time::timeout(STEP, connect_async(url))
-            .await
-            .unwrap_or_else(|_| panic!("no WebSocket handshake answer from {url}"))
-            .unwrap_or_else(|e| panic!("WebSocket to {url} refused: {e}"));
-        Ws { stream }
-    }
-
-    /// Sends a text frame; false if the connection is gone.
-    pub async fn send_text(&mut self, text: &str) -> bool {
-        self.stream.send(Message::text(text)).await.is_ok()
-    }
-
-    /// The next data frame within `within` (control frames skipped), `None` if none came.
-    pub async fn next_within(&mut self, within: Duration) -> Option<Frame> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .ok()?;
-            return Some(match next {
-                Some(Ok(Message::Text(t))) => Frame::Text(t.as_str().to_owned()),
-                Some(Ok(Message::Binary(b))) => Frame::Binary(b.to_vec()),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_)) | Err(_)) | None => Frame::Closed,
-            });
-        }
-    }
-
-    /// The next data frame, failing after [`STEP`].
-    pub async fn next(&mut self) -> Frame {
-        self.next_within(STEP)
-            .await
-            .unwrap_or_else(|| panic!("no WebSocket frame within {STEP:?}"))
-    }
-
-    /// Waits up to `within` for the connection to end, skipping Engine.IO pings (unanswered);
-    /// true if it ended. Any other frame fails the test.
-    pub async fn closed_within(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next_within(left).await {
-                None => return false,
-                Some(Frame::Closed) => return true,
-                Some(Frame::Text(ping)) if ping == "2" => {}
-                Some(other) => panic!("expected the end of the connection, got {other:?}"),
-            }
-        }
-    }
-
-    /// Text frames until one satisfies `want` (which is returned); fails on a close or after
-    /// [`STEP`].
-    pub async fn text_until(&mut self, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next_within(left).await {
-                Some(Frame::Text(t)) if want(&t) => return t,
-                Some(Frame::Text(_) | Frame::Binary(_)) => {}
-                other => panic!("expected frame did not arrive: {other:?}"),
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Helpers of the protocol conformance tests (`conformance_engineio.rs`,
 //! `conformance_socketio.rs`): an Engine.IO polling client and a WebSocket client that speak the
-//! raw wire format, answer heartbeats when asked to, and never wait without a bound.
+//! raw wire format, answer heartbeats when asked to, and never wait without a bound. The
+//! WebSocket client [`Ws`] also serves the gateway tests (through `common_gateway`), with their
+//! own bound for each step.
 //!
 //! [`cases`] holds the Engine.IO cases both suites run, each written once for a base path.
 //!
@@ -439,12 +441,21 @@ impl Frame {
 /// A WebSocket connection speaking raw Engine.IO frames.
 pub struct Ws {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// How long the handshake and each expected frame may take: [`STEP`] unless connected with
+    /// [`Ws::connect_within`].
+    step: Duration,
 }
 
 impl Ws {
     /// Connects, failing the test if the server refuses the upgrade.
     pub async fn connect(url: &str) -> Ws {
-        match Ws::try_connect(url).await {
+        Ws::connect_within(url, STEP).await
+    }
+
+    /// Like [`Ws::connect`], with `step` instead of [`STEP`] as the bound of the handshake and
+    /// of every expected frame afterwards.
+    pub async fn connect_within(url: &str, step: Duration) -> Ws {
+        match Ws::try_connect_within(url, step).await {
             Ok(ws) => ws,
             Err(e) => panic!("WebSocket to {url} refused: {e}"),
         }
@@ -452,12 +463,16 @@ impl Ws {
 
     /// Connects and returns the error if the server refuses.
     pub async fn try_connect(url: &str) -> Result<Ws, tungstenite::Error> {
-        let (stream, _) = tokio::time::timeout(STEP, connect_async(url))
+        Ws::try_connect_within(url, STEP).await
+    }
+
+    async fn try_connect_within(url: &str, step: Duration) -> Result<Ws, tungstenite::Error> {
+        let (stream, _) = tokio::time::timeout(step, connect_async(url))
             .await
             .unwrap_or_else(|_| {
-                panic!("no WebSocket handshake answer from {url} within {STEP:?}")
+                panic!("no WebSocket handshake answer from {url} within {step:?}")
             })?;
-        Ok(Ws { stream })
+        Ok(Ws { stream, step })
     }
 
     /// Opens a fresh Engine.IO session over WebSocket on `base` and checks the open packet.
@@ -479,6 +494,11 @@ impl Ws {
             .unwrap_or_else(|e| panic!("send {text:?}: {e}"));
     }
 
+    /// Sends a text frame; false if the connection is gone.
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.stream.send(Message::text(text)).await.is_ok()
+    }
+
     /// Sends a binary frame.
     pub async fn send_binary(&mut self, bytes: &[u8]) {
         self.stream
@@ -488,11 +508,11 @@ impl Ws {
     }
 
     /// The next data frame (WebSocket control frames skipped), or [`Frame::Closed`]. Fails if
-    /// nothing arrives within [`STEP`].
+    /// nothing arrives within the connection's step ([`STEP`] unless set).
     pub async fn next_frame(&mut self) -> Frame {
-        self.next_frame_within(STEP)
+        self.next_frame_within(self.step)
             .await
-            .unwrap_or_else(|| panic!("no frame within {STEP:?}"))
+            .unwrap_or_else(|| panic!("no frame within {:?}", self.step))
     }
 
     /// Like [`Ws::next_frame`], `None` when nothing arrives within `within`.
@@ -512,11 +532,11 @@ impl Ws {
     }
 
     /// The next frame that is not an Engine.IO ping; pings are answered with a pong. Fails if
-    /// nothing but pings arrives within [`STEP`].
+    /// nothing but pings arrives within the connection's step.
     pub async fn next_packet(&mut self) -> Frame {
-        self.next_packet_within(STEP)
+        self.next_packet_within(self.step)
             .await
-            .unwrap_or_else(|| panic!("no packet but pings within {STEP:?}"))
+            .unwrap_or_else(|| panic!("no packet but pings within {:?}", self.step))
     }
 
     /// Like [`Ws::next_packet`], `None` when nothing but pings arrives within `within`.
@@ -542,21 +562,23 @@ impl Ws {
 
     /// Checks that the next non-ping frame is the text `expected`.
     pub async fn expect_text(&mut self, expected: &str) {
-        match self.next_packet_within(STEP).await {
+        let step = self.step;
+        match self.next_packet_within(step).await {
             Some(frame) => assert_eq!(frame, Frame::text(expected)),
-            None => panic!("expected {expected:?}, nothing but pings within {STEP:?}"),
+            None => panic!("expected {expected:?}, nothing but pings within {step:?}"),
         }
     }
 
     /// Checks that the next non-ping frames are exactly `expected`.
     pub async fn expect_frames(&mut self, expected: &[Frame]) {
+        let step = self.step;
         let mut got = Vec::new();
         for want in expected {
-            match self.next_packet_within(STEP).await {
+            match self.next_packet_within(step).await {
                 Some(frame) => got.push(frame),
                 None => panic!(
                     "expected {expected:?}, got only {got:?} (then nothing but pings within \
-                     {STEP:?}); waiting for {want:?}"
+                     {step:?}); waiting for {want:?}"
                 ),
             }
         }
@@ -584,6 +606,35 @@ impl Ws {
         self.wait_close(within, false).await
     }
 
+    /// Waits up to `within` for the connection to end, skipping Engine.IO pings (unanswered);
+    /// true if it ended. Any other frame fails the test.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_frame_within(left).await {
+                None => return false,
+                Some(Frame::Closed) => return true,
+                Some(Frame::Text(ping)) if ping == "2" => {}
+                Some(other) => panic!("expected the end of the connection, got {other:?}"),
+            }
+        }
+    }
+
+    /// Text frames until one satisfies `want` (which is returned), pings included and not
+    /// answered; fails on a close or after the connection's step.
+    pub async fn text_until(&mut self, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + self.step;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_frame_within(left).await {
+                Some(Frame::Text(t)) if want(&t) => return t,
+                Some(Frame::Text(_) | Frame::Binary(_)) => {}
+                other => panic!("expected frame did not arrive: {other:?}"),
+            }
+        }
+    }
+
     async fn wait_close(&mut self, within: Duration, pong: bool) -> (Vec<Frame>, Duration) {
         let start = Instant::now();
         let mut seen = Vec::new();
@@ -600,7 +651,7 @@ impl Ws {
 
     /// Closes the connection from the client side.
     pub async fn close(mut self) {
-        let _ = tokio::time::timeout(STEP, self.stream.close(None)).await;
+        let _ = tokio::time::timeout(self.step, self.stream.close(None)).await;
     }
 }
 

@@ -6,6 +6,10 @@
 // cleans up whatever it started if it fails; `waitForMesh` then waits until every node sees the
 // other two. Nothing is left running: `stop()` sends SIGTERM and falls back to SIGKILL, and the
 // test process kills what is left when it exits.
+//
+// The process layer here serves gateway.mjs too: {@link Proc} (any child process that is not
+// `corral node`), {@link cleanEnv}, {@link freePort}, {@link startNatsServer}, `HEARTBEAT`,
+// `START_TIMEOUT_MS` and `sleep`.
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -25,9 +29,9 @@ export const natsServerBin = process.env.NATS_SERVER ?? join(repoRoot, ".venv/bi
 export const redisServerBin = process.env.REDIS_SERVER ?? "redis-server";
 
 /** Heartbeats of every cluster here: a node sees the others within a few hundred ms. */
-const HEARTBEAT = ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1s"];
+export const HEARTBEAT = ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1s"];
 /** How long starting a process (binary start, bind, first output) may take on a loaded machine. */
-const START_TIMEOUT_MS = 20_000;
+export const START_TIMEOUT_MS = 20_000;
 /** How long a process may take to exit after SIGTERM before it gets SIGKILL. */
 const STOP_GRACE_MS = 7_000;
 /** How long the nodes may take to see each other (heartbeat interval 200 ms). */
@@ -42,16 +46,19 @@ process.on("exit", () => {
   for (const proc of live) proc.child.kill("SIGKILL");
 });
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * A child process that is not `corral node` (the cluster example, nats-server, redis-server),
- * with the same log capture and waits as {@link CorralNode}.
+ * A child process that is not `corral node` (the cluster example, nats-server, redis-server,
+ * `corral gateway`), with the same log capture and waits as {@link CorralNode}; killed when the
+ * test process exits, if it still runs.
  */
-class Proc extends CorralNode {
+export class Proc extends CorralNode {
   constructor(name, child, args) {
     super(child, args);
     this.name = name;
+    live.add(this);
+    this.exited.then(() => live.delete(this));
   }
 
   logText() {
@@ -75,7 +82,7 @@ async function shutdownNode(node, graceMs = STOP_GRACE_MS) {
 }
 
 /** Our environment without `CORRAL_*` settings, which would change what the flags configure. */
-function cleanEnv(extra = {}) {
+export function cleanEnv(extra = {}) {
   const env = Object.fromEntries(
     Object.entries(process.env).filter(([key]) => !key.startsWith("CORRAL_") && key !== "RUST_LOG"),
   );
@@ -86,10 +93,7 @@ function spawnProc(name, bin, args, { stdin = "ignore", cwd = repoRoot, env = cl
   const child = spawn(bin, args, { cwd, env, stdio: [stdin, "pipe", "pipe"] });
   // A pipe to a process that already exited would otherwise throw EPIPE at the test process.
   child.stdin?.on("error", () => {});
-  const proc = new Proc(name, child, args);
-  live.add(proc);
-  proc.exited.then(() => live.delete(proc));
-  return proc;
+  return new Proc(name, child, args);
 }
 
 /** A TCP port that was free a moment ago (bound to port 0, then released). */
@@ -147,6 +151,15 @@ async function startBroker(name, bin, args, { attempts = 3 } = {}) {
     lastError = new Error(`${name} exited (${JSON.stringify(proc.exitStatus)}) before accepting connections\n${proc.logText()}`);
   }
   throw lastError;
+}
+
+/**
+ * A nats-server on a free port (127.0.0.1 only); resolves with `{proc, port, url}` once it
+ * accepts connections.
+ */
+export async function startNatsServer() {
+  const { proc, port } = await startBroker("nats-server", natsServerBin, (p) => ["-p", String(p), "-a", "127.0.0.1"]);
+  return { proc, port, url: `nats://127.0.0.1:${port}` };
 }
 
 /** `{nodeId, url, listen}` of a node listening on `listen` (`IP:PORT`). */
@@ -212,13 +225,8 @@ export async function startMemoryCluster({ prefix = "mem" } = {}) {
 
 /** A nats-server on a free port and three `corral node --adapter nats` processes on it. */
 export async function startNatsCluster({ prefix = "nats" } = {}) {
-  const { proc: server, port } = await startBroker("nats-server", natsServerBin, (p) => [
-    "-p",
-    String(p),
-    "-a",
-    "127.0.0.1",
-  ]);
-  const args = ["--adapter", "nats", "--nats", `nats://127.0.0.1:${port}`, ...HEARTBEAT];
+  const { proc: server, url } = await startNatsServer();
+  const args = ["--adapter", "nats", "--nats", url, ...HEARTBEAT];
   const started = await Promise.allSettled(
     [1, 2, 3].map((i) => startNode({ app: "cluster-check", nodeId: `${prefix}-${i}`, args })),
   );

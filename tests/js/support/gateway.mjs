@@ -2,71 +2,38 @@
 // addresses read back from the "gateway listening" log line, the log kept for failure messages,
 // nothing left running after a test file ends), a nats-server with three bench nodes on it, the
 // admin API and /metrics, and a raw Engine.IO v4 long-polling session over plain HTTP for the
-// cases where a test must choose which gateway (or which request) goes where.
+// cases where a test must choose which gateway (or which request) goes where. The child-process
+// layer (`Proc`) and the nats-server starter are cluster.mjs's.
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import net from "node:net";
-import { tmpdir } from "node:os";
 import { performance } from "node:perf_hooks";
 
-import { CorralNode, corralBin, repoRoot, startNode } from "./node.mjs";
-import { freePort, natsServerBin } from "./cluster.mjs";
+import { corralBin, repoRoot, startNode } from "./node.mjs";
+import { HEARTBEAT, Proc, START_TIMEOUT_MS, cleanEnv, sleep, startNatsServer } from "./cluster.mjs";
 import { WAIT_MS } from "./clients.mjs";
 
 /** Health checks every test gateway runs: a node's death or recovery is seen within ~0.5 s. */
 export const FAST_HEALTH = ["--health-interval", "200ms", "--health-timeout", "200ms"];
-/** Node heartbeats on NATS: members see each other within a few hundred ms. */
-const HEARTBEAT = ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1s"];
-/** How long a process may take to start (binary start, bind, first log line) on a loaded machine. */
-const START_TIMEOUT_MS = 20_000;
-/** How long a process may take to exit after SIGTERM before it gets SIGKILL. */
-const STOP_GRACE_MS = 7_000;
 /** The Engine.IO v4 record separator between packets of one polling payload. */
 export const RS = "\x1e";
 /** The body of Engine.IO's "Session ID unknown" refusal. */
 export const SESSION_UNKNOWN = { code: 1, message: "Session ID unknown" };
 
-/** Every process started here that has not exited yet. */
+/** Every gateway and broker started here that has not exited yet. */
 const live = new Set();
 /** Every gateway and broker started here, for failure diagnostics. */
 const started = [];
 
-// Last resort if a test file dies without running its hooks: `exit` handlers must be
-// synchronous, so only SIGKILL. `corral node` processes are covered by node.mjs's own handler.
-process.on("exit", () => {
-  for (const proc of live) proc.child.kill("SIGKILL");
-});
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Our environment without `CORRAL_*` settings, which would change what the flags configure. */
-function cleanEnv(extra = {}) {
-  const env = Object.fromEntries(
-    Object.entries(process.env).filter(([key]) => !key.startsWith("CORRAL_") && key !== "RUST_LOG"),
-  );
-  return { ...env, ...extra };
-}
-
-/** A child process that is not `corral node`, with the log capture and waits of {@link CorralNode}. */
-class Proc extends CorralNode {
-  constructor(name, child, args) {
-    super(child, args);
-    this.name = name;
-    live.add(this);
-    started.push(this);
-    this.exited.then(() => live.delete(this));
-  }
-
-  logText() {
-    return `${this.name} ${this.args.join(" ")}\n${this.lines.join("\n")}`;
-  }
-
-  /** SIGTERM, then SIGKILL after `graceMs`. Safe to call twice. */
-  async shutdown(graceMs = STOP_GRACE_MS) {
-    if (this.exitStatus === null) this.child.kill("SIGTERM");
-    await this.waitForExit(graceMs).catch(() => this.stop());
-  }
+/**
+ * Counts `proc` among this module's processes, for {@link stopAllProcesses} and
+ * {@link withGatewayLogs}. (cluster.mjs's {@link Proc} kills it when the test process exits.)
+ */
+function track(proc) {
+  live.add(proc);
+  started.push(proc);
+  proc.exited.then(() => live.delete(proc));
+  return proc;
 }
 
 /**
@@ -91,6 +58,7 @@ export async function eventually(probe, { timeoutMs = WAIT_MS, intervalMs = 50, 
 export class Gateway extends Proc {
   constructor(child, args) {
     super("corral", child, args);
+    track(this);
   }
 
   /** `http://<listen>` + `path`: where clients connect. */
@@ -170,25 +138,15 @@ export function parseMetrics(text) {
 }
 
 /**
- * Starts `corral --log-format json gateway --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
- * --node ID=URL ... [...args]` in front of `nodes` (`{nodeId, listen}`, as `startNode` returns)
- * and resolves once it listens; `gateway.listen` and `gateway.admin` are the bound addresses.
- * With `ready` (default), also waits until its health check saw every node ready.
+ * Runs `corral <argv>` (a gateway, alone or in `corral up`) with `CORRAL_LOG=<log>` and resolves
+ * once it logged "gateway listening"; `gateway.listen` and `gateway.admin` are the bound
+ * addresses. Then `ready(gateway)` runs; if anything fails, the process is stopped.
  */
-export async function startGateway({ nodes, args = [], ready = true } = {}) {
+async function spawnGateway(argv, log, ready) {
   if (!existsSync(corralBin)) {
     throw new Error(`corral binary not found at ${corralBin}: run \`cargo build\` or set CORRAL_BIN`);
   }
-  const argv = ["--log-format", "json", "gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
-  for (const node of nodes) argv.push("--node", `${node.nodeId}=http://${node.listen}`);
-  // A test gateway stops quickly when its test is done (SIGTERM, see `shutdown`).
-  if (!args.includes("--drain-timeout")) argv.push("--drain-timeout", "2s");
-  argv.push(...args);
-  const child = spawn(corralBin, argv, {
-    cwd: repoRoot,
-    env: cleanEnv({ CORRAL_LOG: "info,corral_gateway=debug" }),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(corralBin, argv, { cwd: repoRoot, env: cleanEnv({ CORRAL_LOG: log }), stdio: ["ignore", "pipe", "pipe"] });
   const gateway = new Gateway(child, argv);
   try {
     const line = await gateway.waitForLog((l) => l.message === "gateway listening", {
@@ -197,7 +155,7 @@ export async function startGateway({ nodes, args = [], ready = true } = {}) {
     });
     gateway.listen = line.listen;
     gateway.admin = line.admin;
-    if (ready) await gateway.waitForHealth(nodes.map((n) => n.nodeId), "Ready");
+    await ready(gateway);
     return gateway;
   } catch (err) {
     await gateway.stop();
@@ -206,33 +164,35 @@ export async function startGateway({ nodes, args = [], ready = true } = {}) {
 }
 
 /**
+ * Starts `corral --log-format json gateway --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
+ * --node ID=URL ... [...args]` in front of `nodes` (`{nodeId, listen}`, as `startNode` returns)
+ * and resolves once it listens; `gateway.listen` and `gateway.admin` are the bound addresses.
+ * With `ready` (default), also waits until its health check saw every node ready.
+ */
+export function startGateway({ nodes, args = [], ready = true } = {}) {
+  const argv = ["--log-format", "json", "gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+  for (const node of nodes) argv.push("--node", `${node.nodeId}=http://${node.listen}`);
+  // A test gateway stops quickly when its test is done (SIGTERM, see `shutdown`).
+  if (!args.includes("--drain-timeout")) argv.push("--drain-timeout", "2s");
+  argv.push(...args);
+  return spawnGateway(argv, "info,corral_gateway=debug", async (gateway) => {
+    if (ready) await gateway.waitForHealth(nodes.map((n) => n.nodeId), "Ready");
+  });
+}
+
+/**
  * Starts `corral --log-format json up --nodes <nodes> --listen 127.0.0.1:0 --admin-listen
  * 127.0.0.1:0 [...args]` (a gateway and its nodes in one process, `--affinity none`) in the
  * repository root, so the chat page finds the client bundle; resolves once the gateway listens
  * and its health check saw `node-1`..`node-<nodes>` ready. The result is a {@link Gateway}.
  */
-export async function startUp({ nodes = 3, args = [] } = {}) {
-  if (!existsSync(corralBin)) {
-    throw new Error(`corral binary not found at ${corralBin}: run \`cargo build\` or set CORRAL_BIN`);
-  }
+export function startUp({ nodes = 3, args = [] } = {}) {
   const argv = ["--log-format", "json", "up", "--nodes", String(nodes), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", ...args];
-  const child = spawn(corralBin, argv, { cwd: repoRoot, env: cleanEnv({ CORRAL_LOG: "info" }), stdio: ["ignore", "pipe", "pipe"] });
-  const up = new Gateway(child, argv);
-  try {
-    const line = await up.waitForLog((l) => l.message === "gateway listening", {
-      timeoutMs: START_TIMEOUT_MS,
-      what: '"gateway listening"',
-    });
-    up.listen = line.listen;
-    up.admin = line.admin;
+  return spawnGateway(argv, "info", async (up) => {
     // `corral up` checks health every 2 s, the first check at once.
     up.nodeIds = Array.from({ length: nodes }, (_, i) => `node-${i + 1}`);
     await up.waitForHealth(up.nodeIds, "Ready");
-    return up;
-  } catch (err) {
-    await up.stop();
-    throw err;
-  }
+  });
 }
 
 /** Stops every gateway and broker this process started (for `after` hooks). */
@@ -240,49 +200,14 @@ export async function stopAllProcesses() {
   await Promise.all([...live].map((proc) => proc.shutdown()));
 }
 
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port });
-    socket.setTimeout(1_000);
-    const done = (ok) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.on("connect", () => done(true));
-    socket.on("error", () => done(false));
-    socket.on("timeout", () => done(false));
-  });
-}
-
 /**
- * A nats-server on a free port; resolves with `{proc, url}` once it accepts connections. A port
- * taken by someone else between `freePort` and the bind makes it exit: retried on another port.
+ * A nats-server on a free port (cluster.mjs's {@link startNatsServer}), stopped with the
+ * gateways by {@link stopAllProcesses}; resolves with `{proc, url}` once it accepts connections.
  */
-export async function startNats({ attempts = 3 } = {}) {
-  if (!existsSync(natsServerBin)) {
-    throw new Error(`nats-server not found at ${natsServerBin} (run ./scripts/setup --test, or set NATS_SERVER)`);
-  }
-  let lastError;
-  for (let attempt = 1; attempt <= attempts; attempt++) {
-    const port = await freePort();
-    const args = ["-p", String(port), "-a", "127.0.0.1"];
-    const child = spawn(natsServerBin, args, { cwd: tmpdir(), env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] });
-    const proc = new Proc("nats-server", child, args);
-    const deadline = performance.now() + START_TIMEOUT_MS;
-    for (;;) {
-      // Checked before and after connecting: a port someone else owns also accepts connections.
-      if (proc.exitStatus !== null) break;
-      if ((await canConnect(port)) && proc.exitStatus === null) return { proc, url: `nats://127.0.0.1:${port}` };
-      if (performance.now() > deadline) {
-        await proc.shutdown();
-        throw new Error(`nats-server not accepting connections on ${port} after ${START_TIMEOUT_MS} ms\n${proc.logText()}`);
-      }
-      await sleep(50);
-    }
-    await proc.closed;
-    lastError = new Error(`nats-server exited (${JSON.stringify(proc.exitStatus)}) before accepting connections\n${proc.logText()}`);
-  }
-  throw lastError;
+export async function startNats() {
+  const { proc, url } = await startNatsServer();
+  track(proc);
+  return { proc, url };
 }
 
 /**

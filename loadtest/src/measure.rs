@@ -921,6 +921,33 @@ pub fn process_cpu_time() -> Option<Duration> {
     parse_proc_stat_cpu(&stat)
 }
 
+/// A `/proc` file opened once and read afresh on every [`read`](Self::read): a run with as
+/// many sessions as the process may open files can still read it at the end.
+#[derive(Debug)]
+pub struct ProcFile(std::fs::File);
+
+impl ProcFile {
+    /// Opens `path` (e.g. `/proc/self/stat`, `/proc/1234/status`).
+    pub fn open(path: &str) -> std::io::Result<ProcFile> {
+        std::fs::File::open(path).map(ProcFile)
+    }
+
+    /// The file's current contents.
+    pub fn read(&self) -> std::io::Result<String> {
+        use std::os::unix::fs::FileExt as _;
+        let mut out = Vec::with_capacity(1024);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.0.read_at(&mut buf, out.len() as u64)?;
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(out).map_err(std::io::Error::other)
+    }
+}
+
 /// Clock ticks per second of `/proc/*/stat` (`USER_HZ`): 100 on every mainstream Linux
 /// architecture (it is part of the ABI, whatever the kernel's own `HZ`).
 const USER_HZ: u64 = 100;
@@ -962,14 +989,21 @@ pub struct CpuMeter {
     wall: Instant,
     cpu: Option<Duration>,
     cores: u32,
+    stat: Option<Arc<ProcFile>>,
 }
 
 impl CpuMeter {
     /// Starts measuring now.
     pub fn start() -> Self {
+        let stat = ProcFile::open("/proc/self/stat").ok().map(Arc::new);
+        let cpu = stat
+            .as_ref()
+            .and_then(|s| s.read().ok())
+            .and_then(|s| parse_proc_stat_cpu(&s));
         CpuMeter {
             wall: Instant::now(),
-            cpu: process_cpu_time(),
+            cpu,
+            stat,
             cores: std::thread::available_parallelism()
                 .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
         }
@@ -979,7 +1013,8 @@ impl CpuMeter {
     /// read. Put it into the report with [`Report::set_tester_load`], which adds the warning
     /// when the tester was saturated.
     pub fn finish(&self) -> Option<TesterLoad> {
-        let used = process_cpu_time()?.checked_sub(self.cpu?)?;
+        let now = parse_proc_stat_cpu(&self.stat.as_ref()?.read().ok()?)?;
+        let used = now.checked_sub(self.cpu?)?;
         Some(tester_load(used, self.wall.elapsed(), self.cores))
     }
 }

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ConnectError, Incoming, Session, SessionConfig};
-use crate::measure::{CpuMeter, DeliveryTracker, Recorder};
+use crate::measure::{CpuMeter, DeliveryTracker, ProcFile, Recorder};
 use crate::report::{Report, ServerMemory};
 use crate::settings::{Scenario, Settings};
 
@@ -46,7 +46,21 @@ pub async fn run(settings: Settings) -> Report {
     let ticker = run.recorder.spawn_ticker();
     let progress = progress::spawn(run.clone());
     let faults = faults::spawn(run.clone());
-    let rss_before = run.settings.server_pid.and_then(|pid| rss_of(pid).ok());
+    // Opened now: at the end the sessions may hold every file this process may open.
+    let server_status = run
+        .settings
+        .server_pid
+        .and_then(|pid| ProcFile::open(&format!("/proc/{pid}/status")).ok());
+    let rss = || server_status.as_ref().and_then(|f| rss_in(&f.read().ok()?));
+    let rss_before = rss();
+    if let Some(limit) = open_files_limit()
+        && run.settings.sessions + 64 > limit
+    {
+        run.warn(format!(
+            "this process may open {limit} files (ulimit -n) and every session holds at least \
+             one: raise the limit or spread the sessions over several processes"
+        ));
+    }
 
     let mut slots = JoinSet::new();
     let n = run.settings.sessions;
@@ -87,7 +101,7 @@ pub async fn run(settings: Settings) -> Report {
         }
     };
     run.publishing.cancel();
-    let rss_after = run.settings.server_pid.and_then(|pid| rss_of(pid).ok());
+    let rss_after = rss();
     let tester = cpu.finish();
 
     if run.settings.scenario.publishes() {
@@ -326,6 +340,10 @@ impl Run {
             match attempt {
                 Ok(session) => {
                     self.recorder.record_connect(began.elapsed());
+                    if self.settings.scenario == Scenario::Connect {
+                        // The timeline's rate of a connect run: connections per second.
+                        self.recorder.add_events(1);
+                    }
                     self.recorder.session_up();
                     *retry = 0;
                     return Some(session);
@@ -632,12 +650,27 @@ impl SecondBuckets {
 /// Resident memory of process `pid`, bytes (`VmRSS` of `/proc/PID/status`).
 pub fn rss_of(pid: u32) -> std::io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    rss_in(&status).ok_or_else(|| std::io::Error::other("no VmRSS line"))
+}
+
+/// `VmRSS` of a `/proc/PID/status` text, bytes.
+fn rss_in(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| std::io::Error::other("no VmRSS line"))
+}
+
+/// The soft limit of open files of this process (`/proc/self/limits`), if it has one.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -668,6 +701,11 @@ mod tests {
         assert_eq!(b.lost(2, 4), 2);
         assert_eq!(b.lost(0, 100), 5);
         assert_eq!(b.lost(5, 2), 0);
+    }
+
+    #[test]
+    fn open_files_limit_is_read() {
+        assert!(open_files_limit().is_some_and(|n| n > 0));
     }
 
     #[test]

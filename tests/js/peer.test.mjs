@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 
 import { repoRoot } from "./support/node.mjs";
-import { ClientPool, Recorder, ack, comparable, connected, nextEvent, withTimeout } from "./support/clients.mjs";
+import { ClientPool, Recorder, ack, checkAsk, comparable, connected, nextEvent, withTimeout } from "./support/clients.mjs";
 
 const PEER_DIR = join(repoRoot, "loadtest/peers/node-socketio");
 const NODE_ID = "peer-test-1";
@@ -189,15 +189,7 @@ test("echo acks with the same arguments: none, several JSON values, binary", asy
 describe("ask", () => {
   test("asks the sender with an ack and relays its answer", async () => {
     const [socket] = await connectAll(1);
-    const asked = [];
-    socket.on("ask", (...args) => {
-      const answer = typeof args.at(-1) === "function" ? args.pop() : null;
-      asked.push(args);
-      answer?.("answer", { got: args.length }, Buffer.from("ok"));
-    });
-    const reply = await ack(socket, "ask", "question", 42, { nested: true });
-    assert.deepEqual(asked, [["question", 42, { nested: true }]]);
-    assert.deepEqual(comparable(reply), comparable(["answer", { got: 3 }, Buffer.from("ok")]));
+    await checkAsk(socket);
     socket.disconnect();
   });
 

@@ -2,6 +2,7 @@
 // with a timeout whose error says what was awaited, and a pool that disconnects every client a
 // test file opened.
 
+import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 
 /** Default bound of every wait: generous for a loaded CI machine, short next to the test timeout. */
@@ -149,4 +150,21 @@ export function comparable(value) {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, comparable(v)]));
   }
   return value;
+}
+
+/**
+ * Checks the bench protocol's `ask` on a connected `socket`: the server asks the client with an
+ * ack and relays the client's answer, arguments (binary too) unchanged both ways.
+ */
+export async function checkAsk(socket) {
+  const asked = [];
+  socket.on("ask", (...args) => {
+    // With an ack request, socket.io-client passes the ack callback as the last argument.
+    const answer = typeof args.at(-1) === "function" ? args.pop() : null;
+    asked.push(args);
+    answer?.("answer", { got: args.length }, Buffer.from("ok"));
+  });
+  const reply = await ack(socket, "ask", "question", 42, { nested: true });
+  assert.deepEqual(asked, [["question", 42, { nested: true }]]);
+  assert.deepEqual(comparable(reply), comparable(["answer", { got: 3 }, Buffer.from("ok")]));
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use corral_gateway::{Gateway, GatewayConfig};
 use corral_node::{Node, NodeConfig, bus::EmitConfig};
 
+mod probe;
 mod up;
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
@@ -67,6 +68,12 @@ enum Command {
     /// Prints a table on stdout (progress on stderr), writes --json and --plot, and exits 1
     /// when an --assert threshold fails.
     Loadtest(corral_loadtest::cli::LoadtestArgs),
+
+    /// GET a URL and exit 0 on a 2xx answer, 1 otherwise: a container health check that needs
+    /// no curl or shell in the image.
+    ///
+    /// Example: corral probe http://127.0.0.1:4000/readyz
+    Probe(probe::ProbeArgs),
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -134,7 +141,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A one-shot command reports its result, not the connection's progress.
     let default_level = match cli.command {
-        Command::Emit(_) => "warn",
+        Command::Emit(_) | Command::Probe(_) => "warn",
         Command::Loadtest(_) => "warn,corral_loadtest=info",
         Command::Node(_) | Command::Gateway(_) | Command::Up(_) => "info",
     };
@@ -159,6 +166,7 @@ fn main() -> ExitCode {
             }
             Command::Emit(config) => config.run().await.map_err(Into::into),
             Command::Loadtest(args) => return Ok(corral_loadtest::cli::execute(args).await),
+            Command::Probe(args) => probe::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });
@@ -167,7 +175,7 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => status,
         Err(err) => {
-            tracing::error!("{err}");
+            tracing::error!("{err:#}");
             ExitCode::FAILURE
         }
     }

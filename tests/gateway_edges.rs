@@ -42,15 +42,21 @@ async fn bad_tokens_get_session_unknown_and_the_real_session_goes_on() {
     bounded(async {
         let n1 = TestNode::quiet("n1");
         let n2 = TestNode::quiet("n2");
-        let mut gw = GatewayProcess::start_fast(&[&n1, &n2], &["--session-secret", "secret-one"]);
-        let mut other = GatewayProcess::start_fast(&[&n1], &["--session-secret", "secret-two"]);
+        let mut gw = GatewayProcess::start_fast(
+            &[&n1, &n2],
+            &["--session-secret", "secret-one-0123456789abcdef0123456789"],
+        );
+        let mut other = GatewayProcess::start_fast(
+            &[&n1],
+            &["--session-secret", "secret-two-0123456789abcdef0123456789"],
+        );
         gw.wait_ready_nodes(2).await;
         other.wait_ready_nodes(1).await;
 
         let real = Session::open(gw.addr).await;
         let (node, node_sid) = real.token_parts();
         let tag = real.sid.rsplit('.').next().expect("tag").to_owned();
-        let tokens = Tokens::new(b"secret-one");
+        let tokens = Tokens::new(b"secret-one-0123456789abcdef0123456789");
         assert!(
             tokens.open(&real.sid).is_some(),
             "the test signs tokens as the gateway does"
@@ -112,7 +118,8 @@ async fn bad_tokens_get_session_unknown_and_the_real_session_goes_on() {
 #[tokio::test]
 async fn the_handshake_is_the_nodes_but_for_the_sid_and_websockets_work() {
     bounded(async {
-        let (n1, mut gw) = gateway_on_quiet_node(&["--session-secret", "s"]).await;
+        let (n1, mut gw) =
+            gateway_on_quiet_node(&["--session-secret", "a-secret-of-thirty-two-characters"]).await;
 
         let direct = Session::open(n1.addr).await;
         let via = Session::open(gw.addr).await;

@@ -39,8 +39,9 @@ pub struct GatewayConfig {
     #[arg(long, env = "CORRAL_SUBJECT_PREFIX", default_value = DEFAULT_PREFIX)]
     pub subject_prefix: String,
 
-    /// Key that signs session tokens and affinity cookies; every replica needs the same one.
-    /// Random when unset (then sessions survive only on this replica).
+    /// Key that signs session tokens and affinity cookies; every replica needs the same one, at
+    /// least 32 characters (e.g. `openssl rand -hex 32`). Random when unset or empty (then
+    /// sessions survive only on this replica).
     #[arg(long, env = "CORRAL_SESSION_SECRET", hide_env_values = true)]
     pub session_secret: Option<String>,
 
@@ -124,6 +125,9 @@ pub struct GatewayConfig {
     #[arg(long, env = "CORRAL_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: humantime::Duration,
 }
+
+/// Shortest `--session-secret` accepted: a short key would let clients forge session tokens.
+pub const MIN_SECRET_LEN: usize = 32;
 
 /// Smallest head limit: the HTTP parser's read buffer cannot be smaller.
 pub const MIN_HEADER_BYTES: usize = 8192;
@@ -271,6 +275,11 @@ pub enum ConfigError {
     /// The same node id twice.
     #[error("node id {0:?} is given twice")]
     DuplicateNode(String),
+    /// A session secret too short to keep tokens unforgeable.
+    #[error(
+        "--session-secret must be at least {MIN_SECRET_LEN} characters (got {0}); make one with `openssl rand -hex 32`"
+    )]
+    ShortSecret(usize),
 }
 
 impl GatewayConfig {
@@ -312,6 +321,15 @@ impl GatewayConfig {
         if self.max_header_bytes < MIN_HEADER_BYTES {
             return Err(ConfigError::HeaderLimit(self.max_header_bytes));
         }
+        // An empty value is how environments say "unset" (`CORRAL_SESSION_SECRET=`).
+        if self.session_secret.as_deref() == Some("") {
+            self.session_secret = None;
+        }
+        if let Some(secret) = &self.session_secret
+            && secret.len() < MIN_SECRET_LEN
+        {
+            return Err(ConfigError::ShortSecret(secret.len()));
+        }
         let mut ids: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
         ids.sort_unstable();
         if let Some(pair) = ids.windows(2).find(|w| w[0] == w[1]) {
@@ -326,15 +344,16 @@ mod tests {
     use super::*;
     use clap::{CommandFactory, Parser};
 
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        config: GatewayConfig,
+    }
+
     /// `docs/gateway.md` carries the flag table rendered from the definitions above, and
     /// `docs/metrics.md` the gateway's metric catalog.
     #[test]
     fn docs_list_every_flag_and_metric() {
-        #[derive(Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            config: GatewayConfig,
-        }
         let dir = env!("CARGO_MANIFEST_DIR");
         let flags = corral_adapter_nats::doc_tables::flags_markdown(&Wrapper::command());
         corral_adapter_nats::doc_tables::check(dir, "docs/gateway.md", "gateway-flags", &flags);
@@ -372,5 +391,32 @@ mod tests {
             HashKey::Query("room".into())
         );
         assert!("cookie".parse::<HashKey>().is_err());
+    }
+
+    fn with_secret(secret: &str) -> Result<GatewayConfig, ConfigError> {
+        Wrapper::try_parse_from([
+            "gateway",
+            "--node",
+            "n1=http://127.0.0.1:1",
+            "--session-secret",
+            secret,
+        ])
+        .unwrap()
+        .config
+        .validated()
+    }
+
+    #[test]
+    fn session_secrets_are_long_or_unset() {
+        assert_eq!(with_secret("").unwrap().session_secret, None);
+        assert!(matches!(
+            with_secret("hunter2"),
+            Err(ConfigError::ShortSecret(7))
+        ));
+        let long = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            with_secret(long).unwrap().session_secret.as_deref(),
+            Some(long)
+        );
     }
 }

@@ -17,8 +17,8 @@ pub struct GatewayConfig {
     #[arg(long, env = "CORRAL_ADMIN_LISTEN", default_value = "127.0.0.1:3001")]
     pub admin_listen: SocketAddr,
 
-    /// Bearer token of the admin API (list, drain and undrain nodes). Without it the admin API
-    /// is disabled; health and metrics stay available.
+    /// Bearer token of the admin API (list, drain and undrain nodes), at least 32 characters.
+    /// Unset or empty: the admin API is disabled; health and metrics stay available.
     #[arg(long, env = "CORRAL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -126,7 +126,8 @@ pub struct GatewayConfig {
     pub drain_timeout: humantime::Duration,
 }
 
-/// Shortest `--session-secret` accepted: a short key would let clients forge session tokens.
+/// Shortest `--session-secret` and `--admin-token` accepted: a short key would let clients
+/// forge session tokens, a short token be guessed.
 pub const MIN_SECRET_LEN: usize = 32;
 
 /// Smallest head limit: the HTTP parser's read buffer cannot be smaller.
@@ -275,11 +276,11 @@ pub enum ConfigError {
     /// The same node id twice.
     #[error("node id {0:?} is given twice")]
     DuplicateNode(String),
-    /// A session secret too short to keep tokens unforgeable.
+    /// A session secret or admin token too short to be unguessable.
     #[error(
-        "--session-secret must be at least {MIN_SECRET_LEN} characters (got {0}); make one with `openssl rand -hex 32`"
+        "{0} must be at least {MIN_SECRET_LEN} characters (got {1}); make one with `openssl rand -hex 32`"
     )]
-    ShortSecret(usize),
+    ShortSecret(&'static str, usize),
 }
 
 impl GatewayConfig {
@@ -322,13 +323,18 @@ impl GatewayConfig {
             return Err(ConfigError::HeaderLimit(self.max_header_bytes));
         }
         // An empty value is how environments say "unset" (`CORRAL_SESSION_SECRET=`).
-        if self.session_secret.as_deref() == Some("") {
-            self.session_secret = None;
-        }
-        if let Some(secret) = &self.session_secret
-            && secret.len() < MIN_SECRET_LEN
-        {
-            return Err(ConfigError::ShortSecret(secret.len()));
+        for (flag, secret) in [
+            ("--session-secret", &mut self.session_secret),
+            ("--admin-token", &mut self.admin_token),
+        ] {
+            if secret.as_deref() == Some("") {
+                *secret = None;
+            }
+            if let Some(secret) = secret
+                && secret.len() < MIN_SECRET_LEN
+            {
+                return Err(ConfigError::ShortSecret(flag, secret.len()));
+            }
         }
         let mut ids: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
         ids.sort_unstable();
@@ -394,13 +400,15 @@ mod tests {
     }
 
     fn with_secret(secret: &str) -> Result<GatewayConfig, ConfigError> {
-        Wrapper::try_parse_from([
-            "gateway",
-            "--node",
-            "n1=http://127.0.0.1:1",
-            "--session-secret",
-            secret,
-        ])
+        with(&["--session-secret", secret])
+    }
+
+    fn with(args: &[&str]) -> Result<GatewayConfig, ConfigError> {
+        Wrapper::try_parse_from(
+            ["gateway", "--node", "n1=http://127.0.0.1:1"]
+                .iter()
+                .chain(args),
+        )
         .unwrap()
         .config
         .validated()
@@ -411,7 +419,12 @@ mod tests {
         assert_eq!(with_secret("").unwrap().session_secret, None);
         assert!(matches!(
             with_secret("hunter2"),
-            Err(ConfigError::ShortSecret(7))
+            Err(ConfigError::ShortSecret("--session-secret", 7))
+        ));
+        assert_eq!(with(&["--admin-token", ""]).unwrap().admin_token, None);
+        assert!(matches!(
+            with(&["--admin-token", "admin"]),
+            Err(ConfigError::ShortSecret("--admin-token", 5))
         ));
         let long = "0123456789abcdef0123456789abcdef";
         assert_eq!(

@@ -90,6 +90,16 @@ fn assert_complete(name: &str, r: &Report, latency_samples: u64) {
     assert_eq!(d.received, d.expected, "{name}\n{}", r.table());
     assert_eq!(d.completeness, 1.0, "{name}");
     assert_eq!((d.lost, d.duplicates, d.out_of_order), (0, 0, 0), "{name}");
+    if r.scenario != "echo" {
+        // No session was lost: every member is steady, and nothing is missing between them.
+        assert_eq!(
+            d.steady_sessions,
+            r.sessions.target,
+            "{name}\n{}",
+            r.table()
+        );
+        assert_eq!(d.steady_lost, 0, "{name}");
+    }
     let latency = r.latency_ms.as_ref().expect("latency");
     assert_eq!(latency.count, latency_samples, "{name}\n{}", r.table());
     assert!(latency.max < 10_000.0, "{name}: {latency:?}");
@@ -325,6 +335,8 @@ fn a_server_that_drops_messages_fails_the_completeness_check() {
         r.table()
     );
     assert!(d.completeness < 0.92, "{}", r.table());
+    // Nobody lost a connection, so every loss is between steady sessions.
+    assert_eq!(d.steady_lost, d.lost, "{}", r.table());
 }
 
 /// Two bench nodes sharing rooms through NATS behind a gateway; the tester kills one node with
@@ -421,6 +433,9 @@ async fn killing_a_node_mid_run_shows_the_sessions_lost_and_rehomed() {
         r.table()
     );
     assert_eq!(d.duplicates, 0);
+    // The clients of the surviving node lost nothing.
+    assert_eq!(d.steady_sessions, 40 - fault.sessions_lost, "{}", r.table());
+    assert_eq!(d.steady_lost, 0, "{}", r.table());
 }
 
 #[test]

@@ -867,6 +867,8 @@ impl DeliveryTracker {
                 0.0
             },
             published: c.published,
+            steady_sessions: 0,
+            steady_lost: 0,
         }
     }
 

@@ -5,7 +5,8 @@
 //! `sessions.target`, `failed` (total), `dropped`, `reconnected`, `connect.{count, min, mean,
 //! p50, p90, p99, p999, max}`, `latency.{…}` (same), `deliveries.{published, expected,
 //! received}`, `lost`, `duplicates`, `out_of_order`, `completeness` (a fraction),
-//! `deliveries_per_sec`, `memory.rss_before`, `memory.rss_after`, `memory_per_session`,
+//! `deliveries_per_sec`, `steady_sessions`, `steady_lost`, `memory.rss_before`,
+//! `memory.rss_after`, `memory_per_session`,
 //! `faults`, `faults.{sessions_lost, sessions_rehomed, messages_lost, recovery_max}`,
 //! `tester.cpu`, `tester.cores`, `warnings`. Per kind or per fault: `failed.<kind>`,
 //! `transport.<name>`, `node.<id>` (the node id lowercased, `-` as `_`), `fault.<n>.{at, sessions_lost, sessions_rehomed, recovery,
@@ -163,6 +164,8 @@ pub(crate) fn fixed_figures() -> Vec<(String, Unit)> {
             ("out_of_order", Unit::Count),
             ("completeness", Unit::Fraction),
             ("deliveries_per_sec", Unit::PerSecond),
+            ("steady_sessions", Unit::Count),
+            ("steady_lost", Unit::Count),
             ("memory.rss_before", Unit::Bytes),
             ("memory.rss_after", Unit::Bytes),
             ("memory_per_session", Unit::Bytes),
@@ -346,6 +349,12 @@ impl Report {
             v.push(Figure::new("out_of_order", d.out_of_order as f64, Count));
             v.push(Figure::new("completeness", d.completeness, Fraction));
             v.push(Figure::new("deliveries_per_sec", d.per_second, PerSecond));
+            v.push(Figure::new(
+                "steady_sessions",
+                d.steady_sessions as f64,
+                Count,
+            ));
+            v.push(Figure::new("steady_lost", d.steady_lost as f64, Count));
         }
         if let Some(m) = &self.server_memory {
             v.push(Figure::new("memory.rss_before", m.rss_before as f64, Bytes));

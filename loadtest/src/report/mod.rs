@@ -129,6 +129,14 @@ pub struct Deliveries {
     pub per_second: f64,
     /// Messages published.
     pub published: u64,
+    /// chat, broadcast: sessions in their room before the measured part began that never lost
+    /// their connection.
+    #[serde(default)]
+    pub steady_sessions: u64,
+    /// chat, broadcast: deliveries lost between steady sessions (both sender and receiver
+    /// steady): what a fault cost the clients it did not touch; 0 on a sound cluster.
+    #[serde(default)]
+    pub steady_lost: u64,
 }
 
 /// Server memory before and after the sessions connected.

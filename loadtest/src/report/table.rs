@@ -121,6 +121,17 @@ impl Report {
                 &format!("{} complete", fraction(d.completeness)),
             );
             line(&mut out, "lost", &d.lost.to_string(), "");
+            if d.steady_sessions > 0 {
+                line(
+                    &mut out,
+                    "steady lost",
+                    &d.steady_lost.to_string(),
+                    &format!(
+                        "between the {} sessions that kept their connection",
+                        d.steady_sessions
+                    ),
+                );
+            }
             line(&mut out, "duplicates", &d.duplicates.to_string(), "");
             line(&mut out, "out of order", &d.out_of_order.to_string(), "");
             line(
@@ -264,6 +275,7 @@ Deliveries
   expected             600000
   received             594000  99.00 % complete
   lost                   6000
+  steady lost               0  between the 950 sessions that kept their connection
   duplicates                3
   out of order              2
   rate               9900.0/s

@@ -57,6 +57,8 @@ pub(crate) fn sample_report() -> Report {
             completeness: 0.99,
             per_second: 9900.0,
             published: 6000,
+            steady_sessions: 950,
+            steady_lost: 0,
         }),
         server_memory: Some(ServerMemory {
             pid: 4242,

@@ -137,6 +137,11 @@ pub async fn run(settings: Settings) -> Report {
     run.fill_sessions(&mut report, ready);
     if run.settings.scenario.publishes() {
         run.tracker.fill_report(&mut report);
+        if !run.rooms.is_empty()
+            && let Some(d) = &mut report.deliveries
+        {
+            (d.steady_sessions, d.steady_lost) = rooms::steady_losses(&run);
+        }
     }
     report.faults = fault_results;
     if let (Some(pid), Some(before), Some(after)) = (run.settings.server_pid, rss_before, rss_after)
@@ -206,6 +211,8 @@ struct Run {
     rooms: Vec<rooms::Room>,
     /// broadcast: messages on their way to the room.
     fanout: rooms::FanOut,
+    /// chat and broadcast: each slot's first join and messages, for the steady accounting.
+    ledger: rooms::SlotLedger,
     /// `--payload-size` bytes of padding.
     padding: String,
     /// reconnect-storm: sessions back after the storm.
@@ -256,6 +263,10 @@ impl Run {
                 _ => Vec::new(),
             },
             fanout: rooms::FanOut::default(),
+            ledger: rooms::SlotLedger::new(match settings.scenario {
+                Scenario::Chat | Scenario::Broadcast => settings.sessions as usize,
+                _ => 0,
+            }),
             padding: "x".repeat(settings.payload_size),
             storm_back: AtomicU64::new(0),
             storm_progress: tokio::sync::Notify::new(),

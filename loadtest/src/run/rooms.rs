@@ -46,6 +46,70 @@ impl Room {
     }
 }
 
+/// Per slot, what the steady-session accounting needs: when the slot first joined its room and
+/// how many messages it published (sequence numbers `0..published`).
+pub(super) struct SlotLedger {
+    first_joined: Box<[AtomicU64]>,
+    published: Box<[AtomicU64]>,
+}
+
+impl SlotLedger {
+    pub(super) fn new(slots: usize) -> SlotLedger {
+        SlotLedger {
+            first_joined: (0..slots).map(|_| AtomicU64::new(NOT_JOINED)).collect(),
+            published: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn joined(&self, slot: u32, at_micros: u64) {
+        if let Some(first) = self.first_joined.get(slot as usize) {
+            first.fetch_min(at_micros, Ordering::Relaxed);
+        }
+    }
+
+    fn published(&self, slot: u32, seq: u64) {
+        if let Some(n) = self.published.get(slot as usize) {
+            n.fetch_max(seq + 1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Deliveries between *steady* sessions: those in their room before the measured part began
+/// that never lost their connection. Every message a steady member published is owed to every
+/// steady member of its room, so what is missing between them is what a fault cost the clients
+/// it did not touch. Returns (steady sessions, deliveries lost between them).
+pub(super) fn steady_losses(run: &Run) -> (u64, u64) {
+    let measured_from = run.micros(run.measure_start());
+    let mut lost_slots = vec![false; run.ledger.first_joined.len()];
+    for &(_, slot, event) in lock(&run.log).iter() {
+        if event == super::SlotEvent::Lost
+            && let Some(l) = lost_slots.get_mut(slot as usize)
+        {
+            *l = true;
+        }
+    }
+    let mut by_room: Vec<Vec<u32>> = vec![Vec::new(); run.rooms.len()];
+    for (slot, first) in run.ledger.first_joined.iter().enumerate() {
+        if first.load(Ordering::Relaxed) <= measured_from && !lost_slots[slot] {
+            by_room[slot % run.rooms.len()].push(slot as u32);
+        }
+    }
+    let sessions = by_room.iter().map(|m| m.len() as u64).sum();
+    let mut lost = 0;
+    for members in &by_room {
+        for &sender in members {
+            let sent = run.ledger.published[sender as usize].load(Ordering::Relaxed);
+            if sent == 0 {
+                continue;
+            }
+            for &receiver in members {
+                lost += run.tracker.missing(sender, receiver, 0..sent);
+            }
+        }
+    }
+    (sessions, lost)
+}
+
 /// broadcast: each message's members still to receive it and its latest arrival.
 #[derive(Default)]
 pub(super) struct FanOut {
@@ -139,8 +203,9 @@ impl Role for Member {
             return Err("join_refused");
         }
         let mut members = lock(&room.members);
-        self.joined_at
-            .store(run.micros(Instant::now()), Ordering::Release);
+        let now = run.micros(Instant::now());
+        self.joined_at.store(now, Ordering::Release);
+        run.ledger.joined(self.slot, now);
         *members += 1;
         Ok(())
     }
@@ -172,6 +237,7 @@ impl Role for Member {
                 return false;
             }
             run.tracker.published(*members);
+            run.ledger.published(self.slot, seq);
             run.by_second.expect(sent, *members);
             true
         })

@@ -250,6 +250,54 @@ fn every_scenario_against_a_bench_node() {
     every_scenario(&dir, &node.url(""), Some(node.pid()));
 }
 
+/// `--bench-namespace`: a node running the chat app measured through the bench protocol on
+/// its own namespace; the chat app keeps the main one.
+#[test]
+fn the_bench_protocol_beside_the_chat_app() {
+    let node = NodeProcess::start(&["--app", "chat", "--bench-namespace", "/bench"]);
+    let dir = scratch("bench-ns");
+    let (out, r) = run_scenario(
+        &dir,
+        "chat-ns",
+        &[
+            "chat",
+            "--url",
+            &node.url(""),
+            "--namespace",
+            "/bench",
+            "--sessions",
+            "20",
+            "--duration",
+            "1s",
+            "--message-rate",
+            "5",
+        ],
+    );
+    assert_clean("chat", &out, &r);
+    let d = r.deliveries.as_ref().expect("deliveries");
+    assert_complete("chat", &r, d.expected);
+    // On the main namespace the chat app still answers: its `join` needs a nickname first.
+    let (out, r) = run_scenario(
+        &dir,
+        "chat-main",
+        &[
+            "chat",
+            "--url",
+            &node.url(""),
+            "--sessions",
+            "2",
+            "--duration",
+            "1s",
+        ],
+    );
+    assert!(!out.status.success() || r.sessions.failed.contains_key("join_refused"));
+    assert!(
+        r.sessions.failed.contains_key("join_refused"),
+        "{}",
+        r.table()
+    );
+}
+
 /// `node loadtest/peers/node-socketio/server.mjs` on a free port, killed when dropped.
 struct Peer {
     child: Child,

@@ -27,6 +27,12 @@ pub struct NodeConfig {
     #[arg(long, env = "CORRAL_APP", value_enum, default_value_t = AppKind::Chat)]
     pub app: AppKind,
 
+    /// Also serve the bench protocol on this namespace (e.g. `/bench`), beside the app, so
+    /// `corral loadtest --namespace /bench` can measure a deployment that runs another app.
+    /// Its rooms are apart from the app's. Unset or empty: off.
+    #[arg(long, env = "CORRAL_BENCH_NAMESPACE")]
+    pub bench_namespace: Option<String>,
+
     /// HTTP path of the Socket.IO endpoint.
     #[arg(long, env = "CORRAL_PATH", default_value = "/socket.io")]
     pub path: String,
@@ -192,6 +198,11 @@ pub enum ConfigError {
     /// A `--cors-origin` value is neither `*` nor an `scheme://host[:port]` origin.
     #[error("--cors-origin {0:?} is not an origin like https://example.com or *")]
     BadOrigin(String),
+    /// `--bench-namespace` is not a namespace below the root, or the app cannot share.
+    #[error(
+        "--bench-namespace must be a namespace like /bench (not /, the app's), for the chat or bench app; got {0:?}"
+    )]
+    BenchNamespace(String),
 }
 
 impl Default for NodeConfig {
@@ -268,6 +279,19 @@ impl NodeConfig {
         for origin in &self.cors_origins {
             if !is_origin(origin) {
                 return Err(ConfigError::BadOrigin(origin.clone()));
+            }
+        }
+        if self.bench_namespace.as_deref() == Some("") {
+            self.bench_namespace = None;
+        }
+        if let Some(ns) = &self.bench_namespace {
+            let well_formed = ns.len() > 1
+                && ns.starts_with('/')
+                && ns[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+            if !well_formed || !matches!(self.app, AppKind::Chat | AppKind::Bench) {
+                return Err(ConfigError::BenchNamespace(ns.clone()));
             }
         }
         if self.app == AppKind::Conformance {
@@ -373,6 +397,30 @@ mod tests {
         .validated()
         .unwrap_err();
         assert!(err.to_string().contains("--drain-grace"), "{err}");
+
+        let bench_ns = |app, ns: &str| {
+            NodeConfig {
+                app,
+                bench_namespace: Some(ns.into()),
+                ..NodeConfig::default()
+            }
+            .validated()
+            .map(|c| c.bench_namespace)
+        };
+        assert_eq!(
+            bench_ns(AppKind::Chat, "/bench").unwrap().as_deref(),
+            Some("/bench")
+        );
+        assert_eq!(bench_ns(AppKind::Chat, "").unwrap(), None);
+        for (app, ns) in [
+            (AppKind::Chat, "/"),
+            (AppKind::Chat, "bench"),
+            (AppKind::Chat, "/be nch"),
+            (AppKind::Conformance, "/bench"),
+        ] {
+            let err = bench_ns(app, ns).unwrap_err();
+            assert!(err.to_string().contains("--bench-namespace"), "{err}");
+        }
     }
 
     /// `docs/node.md` carries the flag table rendered from the clap definitions above.

@@ -193,6 +193,9 @@ impl NodeBuilder {
             (None, Some(app)) => apps::install(app, &io, &ctx),
             (None, None) => {}
         }
+        if let Some(ns) = &config.bench_namespace {
+            apps::bench::install_at(&io, &ctx, ns);
+        }
         let counted = io.clone();
         cluster.set_connection_counter(Arc::new(move || count_sockets(&counted).0 as u64));
 

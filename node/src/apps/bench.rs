@@ -31,9 +31,18 @@ struct RoomReply<'a> {
 
 /// Registers the bench handlers on the main namespace.
 pub(crate) fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, ctx: &NodeContext) {
+    install_at(io, ctx, "/");
+}
+
+/// Registers the bench handlers on namespace `ns` (`--bench-namespace`).
+pub(crate) fn install_at<A: Adapter + DefinedAdapter>(
+    io: &SocketIo<A>,
+    ctx: &NodeContext,
+    ns: &str,
+) {
     let (c, greeter) = (ctx.clone(), ctx.clone());
     io.ns(
-        "/",
+        ns.to_owned(),
         on_connect(
             move |socket, _| setup(socket, &c),
             move |socket| {
@@ -90,7 +99,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
     let c = ctx.clone();
     socket.on(
         "publish",
-        move |io: SocketIo<A>, TryData(data): TryData<(String, rmpv::Value)>, ack: AckSender<A>| {
+        move |s: SocketRef<A>, TryData(data): TryData<(String, rmpv::Value)>, ack: AckSender<A>| {
             let ctx = c.clone();
             async move {
                 ctx.metrics().event_received();
@@ -100,9 +109,9 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
                         "publish takes two arguments: the room name and a payload",
                     );
                 };
-                // To everyone in the room, sender included, on every node.
-                match io
-                    .to(room.clone())
+                // To everyone in the room of this namespace, sender included, on every node.
+                match s
+                    .within(room.clone())
                     .emit("message", &(&room, &payload))
                     .await
                 {

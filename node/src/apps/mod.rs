@@ -2,7 +2,7 @@
 //! Users who embed the node library bring their own handlers instead (see [`crate::NodeBuilder::handlers`]).
 
 mod args;
-mod bench;
+pub(crate) mod bench;
 mod chat;
 mod cluster_check;
 pub(crate) mod conformance;

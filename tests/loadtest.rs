@@ -276,7 +276,8 @@ fn the_bench_protocol_beside_the_chat_app() {
     assert_clean("chat", &out, &r);
     let d = r.deliveries.as_ref().expect("deliveries");
     assert_complete("chat", &r, d.expected);
-    // On the main namespace the chat app still answers: its `join` needs a nickname first.
+    // On the main namespace the chat app still answers, and refuses the bench protocol's
+    // `join`; a run that delivered nothing fails `completeness>=100%`.
     let (out, r) = run_scenario(
         &dir,
         "chat-main",
@@ -288,14 +289,19 @@ fn the_bench_protocol_beside_the_chat_app() {
             "2",
             "--duration",
             "1s",
+            "--connect-timeout",
+            "1s",
+            "--assert",
+            "completeness>=100%",
         ],
     );
-    assert!(!out.status.success() || r.sessions.failed.contains_key("join_refused"));
+    assert_eq!(out.status.code(), Some(1), "{}", r.table());
     assert!(
         r.sessions.failed.contains_key("join_refused"),
         "{}",
         r.table()
     );
+    assert_eq!(r.deliveries.as_ref().expect("deliveries").completeness, 0.0);
 }
 
 /// `node loadtest/peers/node-socketio/server.mjs` on a free port, killed when dropped.

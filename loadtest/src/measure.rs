@@ -857,7 +857,7 @@ impl DeliveryTracker {
             out_of_order: c.out_of_order,
             lost: c.lost,
             completeness: if c.expected == 0 {
-                1.0
+                0.0
             } else {
                 c.received as f64 / c.expected as f64
             },
@@ -876,6 +876,12 @@ impl DeliveryTracker {
     /// (call it after [`Recorder::fill_report`]), with a warning if deliveries were rejected.
     pub fn fill_report(&self, report: &mut Report) {
         let deliveries = self.deliveries(report.duration_s);
+        if deliveries.expected == 0 {
+            report.warn(
+                "no delivery was expected: nothing was published to a member (were the rooms \
+                 joined? does the server speak the bench protocol on this namespace?)",
+            );
+        }
         let rejected = self.counts().rejected;
         if rejected > 0 {
             report.warn(format!(
@@ -1257,9 +1263,10 @@ mod tests {
     }
 
     #[test]
-    fn tracker_with_nothing_expected_is_complete() {
+    fn tracker_with_nothing_expected_proves_nothing() {
+        // A run that delivered nothing must not pass `completeness>=100%`.
         let d = DeliveryTracker::new().deliveries(0.0);
-        assert_eq!(d.completeness, 1.0);
+        assert_eq!(d.completeness, 0.0);
         assert_eq!(d.per_second, 0.0);
         assert_eq!(d.lost, 0);
     }

@@ -123,7 +123,8 @@ pub struct Deliveries {
     pub out_of_order: u64,
     /// `expected - received`.
     pub lost: u64,
-    /// `received / expected` (1.0 when nothing was expected).
+    /// `received / expected`; 0 when nothing was expected: a run that delivered nothing
+    /// proves nothing, so `completeness>=100%` must not pass on it.
     pub completeness: f64,
     /// Received deliveries per second over the run.
     pub per_second: f64,

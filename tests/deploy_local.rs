@@ -99,7 +99,14 @@ fn text(bytes: &[u8]) -> String {
 fn the_local_cluster_serves_through_both_gateways_and_survives_a_node_failure() {
     let cluster = LocalCluster::up();
     let status = text(&cluster.command(&["status"]).stdout);
-    for name in ["nats", "node-1", "node-2", "node-3", "gateway-1", "gateway-2"] {
+    for name in [
+        "nats",
+        "node-1",
+        "node-2",
+        "node-3",
+        "gateway-1",
+        "gateway-2",
+    ] {
         assert!(
             status
                 .lines()
@@ -138,7 +145,11 @@ fn the_local_cluster_serves_through_both_gateways_and_survives_a_node_failure() 
     assert!(out.status.success(), "{}\n{}", r.table(), text(&out.stderr));
     let fault = r.faults.first().expect("the fault ran");
     assert_eq!(fault.exit_code, Some(0), "{}", r.table());
-    assert!(fault.sessions_lost > 0, "node-2 had sessions\n{}", r.table());
+    assert!(
+        fault.sessions_lost > 0,
+        "node-2 had sessions\n{}",
+        r.table()
+    );
     assert_eq!(fault.sessions_rehomed, fault.sessions_lost, "{}", r.table());
     let d = r.deliveries.as_ref().expect("deliveries");
     assert_eq!(d.steady_sessions, 60 - fault.sessions_lost, "{}", r.table());
@@ -152,7 +163,12 @@ fn the_local_cluster_serves_through_both_gateways_and_survives_a_node_failure() 
         .map(|(node, n)| (node.clone(), *n))
         .collect();
     assert_eq!(r.sessions.by_node, expected_nodes, "{}", r.table());
-    assert_eq!(r.sessions.by_node.values().sum::<u64>(), 60, "{}", r.table());
+    assert_eq!(
+        r.sessions.by_node.values().sum::<u64>(),
+        60,
+        "{}",
+        r.table()
+    );
 
     let out = cluster.command(&["down"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -118,8 +118,8 @@ async fn bad_tokens_get_session_unknown_and_the_real_session_goes_on() {
 #[tokio::test]
 async fn the_handshake_is_the_nodes_but_for_the_sid_and_websockets_work() {
     bounded(async {
-        let (n1, mut gw) =
-            gateway_on_quiet_node(&["--session-secret", "a-secret-of-thirty-two-characters"]).await;
+        const SECRET: &str = "a-secret-of-thirty-two-characters";
+        let (n1, mut gw) = gateway_on_quiet_node(&["--session-secret", SECRET]).await;
 
         let direct = Session::open(n1.addr).await;
         let via = Session::open(gw.addr).await;
@@ -150,7 +150,9 @@ async fn the_handshake_is_the_nodes_but_for_the_sid_and_websockets_work() {
         assert!(via.sid.starts_with("n1."), "{}", via.sid);
         let (node, node_sid) = via.token_parts();
         assert_eq!(node, "n1");
-        let opened = Tokens::new(b"s").open(&via.sid).map(|r| (r.node, r.sid));
+        let opened = Tokens::new(SECRET.as_bytes())
+            .open(&via.sid)
+            .map(|r| (r.node, r.sid));
         assert_eq!(opened, Some(("n1", node_sid.as_str())));
 
         // WebSocket only: the node's open packet over the tunnel, then Socket.IO.

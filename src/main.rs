@@ -1,19 +1,19 @@
 //! `corral`: the command-line entry of a Corral cluster. It only parses arguments, sets up
 //! logging and signals, and hands over to the library crates.
 
-use std::{io::IsTerminal, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use corral_gateway::{Gateway, GatewayConfig};
 use corral_node::{Node, NodeConfig, bus::EmitConfig};
 
 mod probe;
+mod telemetry;
 mod up;
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
     sync::oneshot,
 };
-use tracing_subscriber::EnvFilter;
 
 /// Corral: a horizontally scaled Socket.IO cluster.
 #[derive(Debug, Parser)]
@@ -24,10 +24,20 @@ struct Cli {
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     log_format: LogFormat,
 
+    /// Export traces to this OpenTelemetry collector over OTLP/HTTP (base URL, e.g.
+    /// `http://collector:4318`; spans go to `/v1/traces`). Without it the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` are used, and
+    /// without those no traces are exported. `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_SERVICE_NAME`
+    /// and `OTEL_EXPORTER_OTLP_PROTOCOL` (http/protobuf, http/json) apply. Services:
+    /// corral-node, corral-gateway (corral-up for `up`).
+    #[arg(long, env = "CORRAL_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
 
+/// How logs are written.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Pretty,
@@ -74,22 +84,6 @@ enum Command {
     ///
     /// Example: corral probe http://127.0.0.1:4000/readyz
     Probe(probe::ProbeArgs),
-}
-
-fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = std::env::var("CORRAL_LOG")
-        .ok()
-        .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
 }
 
 /// Resolves on the next SIGTERM or SIGINT.
@@ -145,7 +139,21 @@ fn main() -> ExitCode {
         Command::Loadtest(_) => "warn,corral_loadtest=info",
         Command::Node(_) | Command::Gateway(_) | Command::Up(_) => "info",
     };
-    init_logging(cli.log_format, default_level);
+    // Traces belong to the long-running services; one-shot commands only log.
+    let service = match cli.command {
+        Command::Node(_) => Some("corral-node"),
+        Command::Gateway(_) => Some("corral-gateway"),
+        Command::Up(_) => Some("corral-up"),
+        _ => None,
+    };
+    let telemetry = match telemetry::init(cli.log_format, default_level, service, cli.otlp_endpoint)
+    {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("corral: cannot set up logging and tracing: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,6 +180,7 @@ fn main() -> ExitCode {
     });
     // Do not wait for stray tasks (e.g. sockets still closing) after the node has stopped.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    telemetry.shutdown();
     match result {
         Ok(status) => status,
         Err(err) => {

@@ -28,6 +28,7 @@ use socketioxide_core::{
     },
 };
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 
 use crate::{
     driver::{BoxError, BusStatus, Driver},
@@ -328,7 +329,25 @@ impl<D: Driver> Inner<D> {
             self.metrics.publish_failed("too_large");
             return Err(ClusterError::TooLarge { size, max });
         }
-        match self.driver.publish(subject, Bytes::from(payload)).await {
+        let sent = if kind == MessageKind::Request {
+            // Requests (broadcasts among them) carry the trace on to the nodes that act on them.
+            let span = tracing::debug_span!(
+                target: crate::trace::TARGET,
+                "adapter publish",
+                otel.kind = "producer",
+                messaging.system = "corral",
+                messaging.destination = %subject,
+                messaging.message.body.size = size,
+            );
+            let headers = crate::trace::headers_of(&span);
+            self.driver
+                .publish_with_headers(subject, headers, Bytes::from(payload))
+                .instrument(span)
+                .await
+        } else {
+            self.driver.publish(subject, Bytes::from(payload)).await
+        };
+        match sent {
             Ok(()) => {
                 self.metrics.message(true, kind, size);
                 Ok(())
@@ -476,7 +495,7 @@ impl<D: Driver> Inner<D> {
         }
     }
 
-    fn on_message(self: &Arc<Self>, subject: &str, payload: Bytes) {
+    fn on_message(self: &Arc<Self>, subject: &str, headers: &[(String, String)], payload: Bytes) {
         let Some(route) = self.subjects.route(subject) else {
             self.metrics.dropped("foreign_subject");
             return;
@@ -511,6 +530,16 @@ impl<D: Driver> Inner<D> {
                     );
                     return;
                 }
+                let span = tracing::debug_span!(
+                    target: crate::trace::TARGET,
+                    "adapter receive",
+                    otel.kind = "consumer",
+                    messaging.system = "corral",
+                    messaging.destination = %subject,
+                    messaging.message.body.size = payload.len(),
+                );
+                crate::trace::adopt_pairs(&span, headers);
+                let _entered = span.enter();
                 match handler {
                     Some(handler) => handler.on_request(req),
                     None => self.answer_without_namespace(req),
@@ -729,7 +758,7 @@ async fn dispatch<D: Driver>(
                 // Nothing from the bus may end this loop: a node that stops listening would
                 // stay a member, silently deaf. Whatever panics is dropped and counted.
                 let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    inner.on_message(&message.subject, message.payload)
+                    inner.on_message(&message.subject, &message.headers, message.payload)
                 }));
                 if handled.is_err() {
                     inner.metrics.dropped("handler_panic");

@@ -19,6 +19,21 @@ pub struct BusMessage {
     pub subject: String,
     /// Its bytes.
     pub payload: Bytes,
+    /// Headers it carried: the W3C trace context (`traceparent`, `tracestate`) of the span
+    /// that published it, so the receiving node's work joins the same trace. Empty when the
+    /// bus has no headers or tracing is off.
+    pub headers: crate::trace::Headers,
+}
+
+impl BusMessage {
+    /// A message without headers.
+    pub fn new(subject: String, payload: Bytes) -> BusMessage {
+        BusMessage {
+            subject,
+            payload,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// Whether the bus is reachable right now.
@@ -56,6 +71,19 @@ pub trait Driver: Clone + Send + Sync + 'static {
         payload: Bytes,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// [`publish`](Self::publish) with headers to deliver along (the trace context; see
+    /// [`BusMessage::headers`]). `headers` is empty when tracing is off. Buses without headers
+    /// keep the default, which drops them: traces then stop at the bus, nothing else changes.
+    fn publish_with_headers(
+        &self,
+        subject: String,
+        headers: crate::trace::Headers,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = headers;
+        self.publish(subject, payload)
+    }
+
     /// Receives every message whose subject matches `pattern`, until the stream is dropped.
     fn subscribe(
         &self,
@@ -82,6 +110,12 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The object-safe twin of [`Driver`], so a node can take any driver at run time.
 trait ErasedDriver: Send + Sync {
     fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'_, Result<(), BoxError>>;
+    fn publish_with_headers(
+        &self,
+        subject: String,
+        headers: crate::trace::Headers,
+        payload: Bytes,
+    ) -> BoxFuture<'_, Result<(), BoxError>>;
     fn subscribe(&self, pattern: String) -> BoxFuture<'_, Result<Subscription, BoxError>>;
     fn max_payload(&self) -> usize;
     fn status(&self) -> watch::Receiver<BusStatus>;
@@ -92,6 +126,18 @@ impl<D: Driver> ErasedDriver for D {
     fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
             Driver::publish(self, subject, payload)
+                .await
+                .map_err(Into::into)
+        })
+    }
+    fn publish_with_headers(
+        &self,
+        subject: String,
+        headers: crate::trace::Headers,
+        payload: Bytes,
+    ) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            Driver::publish_with_headers(self, subject, headers, payload)
                 .await
                 .map_err(Into::into)
         })
@@ -138,6 +184,18 @@ impl Driver for DynDriver {
     async fn publish(&self, subject: String, payload: Bytes) -> Result<(), Self::Error> {
         self.0
             .publish(subject, payload)
+            .await
+            .map_err(DynDriverError)
+    }
+
+    async fn publish_with_headers(
+        &self,
+        subject: String,
+        headers: crate::trace::Headers,
+        payload: Bytes,
+    ) -> Result<(), Self::Error> {
+        self.0
+            .publish_with_headers(subject, headers, payload)
             .await
             .map_err(DynDriverError)
     }

@@ -51,6 +51,7 @@ pub mod membership;
 pub mod metrics;
 mod server_events;
 pub mod subjects;
+pub mod trace;
 
 pub use adapter::{ClusterAdapter, ClusterInit};
 /// The payload type of [`Driver`], re-exported so drivers need no `bytes` dependency of their own.

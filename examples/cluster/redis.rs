@@ -325,10 +325,8 @@ impl Shared {
         }
         let payload = Bytes::copy_from_slice(body);
         for tx in targets {
-            let message = BusMessage {
-                subject: subject.clone(),
-                payload: payload.clone(),
-            };
+            // Redis pub/sub has no headers: traces stop at this bus.
+            let message = BusMessage::new(subject.clone(), payload.clone());
             // A subscription dropped meanwhile is simply gone.
             let _ = tx.send(message).await;
         }

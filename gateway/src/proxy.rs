@@ -27,6 +27,7 @@ use hyper_util::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{
     metrics::GatewayMetrics,
@@ -194,7 +195,7 @@ impl Proxy {
     /// Answers one client request that came on a connection holding `slot`.
     pub async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: SocketAddr,
         slot: ConnectionSlot,
     ) -> Response<Body> {
@@ -208,7 +209,37 @@ impl Proxy {
         };
         let upgrade = is_websocket_upgrade(req.headers());
         let label = kind.label(upgrade);
+        // The request's span: a trace continues from the client's traceparent, if it sent one,
+        // and on to the node in the forwarded request's headers.
+        let span = tracing::debug_span!(
+            target: corral_adapter_nats::trace::TARGET,
+            "gateway request",
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            corral.request = label,
+            corral.node = tracing::field::Empty,
+            corral.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        corral_adapter_nats::trace::adopt_http(&span, req.headers());
+        let res = self
+            .handle_in_span(req, peer, slot, kind, upgrade, label)
+            .instrument(span.clone())
+            .await;
+        span.record("http.response.status_code", res.status().as_u16());
+        res
+    }
 
+    /// [`handle`](Self::handle) within the request's span.
+    async fn handle_in_span(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        slot: ConnectionSlot,
+        kind: Kind,
+        upgrade: bool,
+        label: &'static str,
+    ) -> Response<Body> {
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -252,6 +283,9 @@ impl Proxy {
             self.metrics.error("session_unknown");
             return session_unknown();
         };
+        tracing::Span::current()
+            .record("corral.node", session.node)
+            .record("corral.route", "session");
         let node = match self.table.get(session.node) {
             Some(node) if node.serves_sessions() => node,
             _ => {
@@ -312,6 +346,9 @@ impl Proxy {
                 );
             };
             self.metrics.decision(&choice.node.id, choice.reason);
+            tracing::Span::current()
+                .record("corral.node", choice.node.id.as_str())
+                .record("corral.route", choice.reason);
             // A GET has no body: every attempt sends an empty one.
             let attempt_body = match body.take() {
                 Some(body) if !replayable => body,
@@ -423,6 +460,7 @@ impl Proxy {
             .body(body)
             .map_err(|e| ForwardError::Upstream(e.to_string()))?;
         *upstream.headers_mut() = forwarded_headers(head.headers, call.peer, upgrade);
+        corral_adapter_nats::trace::inject_http(&tracing::Span::current(), upstream.headers_mut());
 
         let started = Instant::now();
         let mut res = self.client.request(upstream).await.map_err(|err| {

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::{body::Incoming, service::Service};
 use socketioxide::TransportType;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::{
     Io,
@@ -320,32 +321,57 @@ where
             && transport == TransportType::Polling;
         let ctx = self.ctx.clone();
         let config = self.config.clone();
-        let fut = self.engine.call(req);
-        Box::pin(async move {
-            let res = if long_poll {
-                tokio::select! {
-                    res = fut => res,
-                    () = closing(config.closing.clone()) => {
-                        // The Engine.IO close packet: the client reconnects elsewhere.
-                        let mut res = full(StatusCode::OK, "text/plain; charset=UTF-8", "1");
-                        res.headers_mut().extend(cors);
-                        return Ok(res);
+        // An Engine.IO request's span, child of the caller's (the gateway's) trace context.
+        // socketioxide runs the synchronous part of event handlers while it handles a polling
+        // POST, so the event spans of that POST become its children.
+        let span = match kind {
+            EngineRequest::None => tracing::Span::none(),
+            _ => {
+                let span = tracing::debug_span!(
+                    target: corral_adapter_nats::trace::TARGET,
+                    "node request",
+                    otel.kind = "server",
+                    http.request.method = %req.method(),
+                    corral.request = if kind == EngineRequest::Handshake { "handshake" } else { "session" },
+                    corral.transport = ?transport,
+                    corral.node = ctx.node_id().as_str(),
+                    http.response.status_code = tracing::field::Empty,
+                );
+                corral_adapter_nats::trace::adopt_http(&span, req.headers());
+                span
+            }
+        };
+        let fut = span.in_scope(|| self.engine.call(req));
+        let request_span = span.clone();
+        Box::pin(
+            async move {
+                let res = if long_poll {
+                    tokio::select! {
+                        res = fut => res,
+                        () = closing(config.closing.clone()) => {
+                            // The Engine.IO close packet: the client reconnects elsewhere.
+                            let mut res = full(StatusCode::OK, "text/plain; charset=UTF-8", "1");
+                            res.headers_mut().extend(cors);
+                            return Ok(res);
+                        }
                     }
-                }
-            } else {
-                fut.await
-            };
-            let res = match res {
-                Ok(res) => res,
-                Err(never) => match never {},
-            };
-            let mut res = match kind {
-                EngineRequest::None => boxed(res),
-                _ => explain_engine_response(res, kind, transport, &ctx, &config).await,
-            };
-            res.headers_mut().extend(cors);
-            Ok(res)
-        })
+                } else {
+                    fut.await
+                };
+                let res = match res {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                };
+                let mut res = match kind {
+                    EngineRequest::None => boxed(res),
+                    _ => explain_engine_response(res, kind, transport, &ctx, &config).await,
+                };
+                request_span.record("http.response.status_code", res.status().as_u16());
+                res.headers_mut().extend(cors);
+                Ok(res)
+            }
+            .instrument(span),
+        )
     }
 }
 

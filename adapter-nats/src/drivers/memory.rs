@@ -96,6 +96,16 @@ impl Driver for MemoryDriver {
     type Error = MemoryError;
 
     async fn publish(&self, subject: String, payload: Bytes) -> Result<(), MemoryError> {
+        self.publish_with_headers(subject, Vec::new(), payload)
+            .await
+    }
+
+    async fn publish_with_headers(
+        &self,
+        subject: String,
+        headers: crate::trace::Headers,
+        payload: Bytes,
+    ) -> Result<(), MemoryError> {
         if payload.len() > self.max_payload {
             return Err(MemoryError {
                 size: payload.len(),
@@ -121,6 +131,7 @@ impl Driver for MemoryDriver {
             let message = BusMessage {
                 subject: subject.clone(),
                 payload: payload.clone(),
+                headers: headers.clone(),
             };
             // A subscription dropped meanwhile is simply gone.
             let _ = tx.send(message).await;

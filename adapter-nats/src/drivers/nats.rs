@@ -268,6 +268,16 @@ impl Driver for NatsDriver {
     type Error = NatsError;
 
     async fn publish(&self, subject: String, payload: Bytes) -> Result<(), NatsError> {
+        self.publish_with_headers(subject, Vec::new(), payload)
+            .await
+    }
+
+    async fn publish_with_headers(
+        &self,
+        subject: String,
+        headers: crate::trace::Headers,
+        payload: Bytes,
+    ) -> Result<(), NatsError> {
         // Queued publishes would wait without bound while NATS is away; refuse instead.
         if *self.status.borrow() != BusStatus::Connected {
             return Err(NatsError::Disconnected);
@@ -279,15 +289,37 @@ impl Driver for NatsDriver {
                 max,
             });
         }
-        self.client.publish(subject, payload).await?;
+        if headers.is_empty() {
+            self.client.publish(subject, payload).await?;
+        } else {
+            let mut map = async_nats::HeaderMap::new();
+            for (name, value) in &headers {
+                map.insert(name.as_str(), value.as_str());
+            }
+            self.client
+                .publish_with_headers(subject, map, payload)
+                .await?;
+        }
         Ok(())
     }
 
     async fn subscribe(&self, pattern: String) -> Result<Subscription, NatsError> {
         let subscriber = self.client.subscribe(pattern).await?;
-        Ok(subscription(subscriber.map(|message| BusMessage {
-            subject: message.subject.to_string(),
-            payload: message.payload,
+        Ok(subscription(subscriber.map(|message| {
+            BusMessage {
+                subject: message.subject.to_string(),
+                payload: message.payload,
+                headers: message
+                    .headers
+                    .map(|h| {
+                        h.iter()
+                            .filter_map(|(name, values)| {
+                                Some((name.to_string(), values.first()?.as_str().to_owned()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
         })))
     }
 

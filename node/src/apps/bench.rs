@@ -2,6 +2,7 @@
 //! contract documented in `docs/loadtest.md`; change both together.
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use serde::Serialize;
 use socketioxide::{
@@ -64,6 +65,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
         "join",
         move |s: SocketRef<A>, TryData(room): TryData<String>, ack: AckSender<A>| {
             let ctx = c.clone();
+            let span = super::event_span(&s, "join");
             async move {
                 ctx.metrics().event_received();
                 let Ok(room) = room else {
@@ -73,6 +75,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
                 let node = Some(ctx.node_id().as_str());
                 ack.send(&RoomReply { room: &room, node }).ok();
             }
+            .instrument(span)
         },
     );
 
@@ -81,6 +84,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
         "leave",
         move |s: SocketRef<A>, TryData(room): TryData<String>, ack: AckSender<A>| {
             let ctx = c.clone();
+            let span = super::event_span(&s, "leave");
             async move {
                 ctx.metrics().event_received();
                 let Ok(room) = room else {
@@ -93,6 +97,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
                 })
                 .ok();
             }
+            .instrument(span)
         },
     );
 
@@ -101,6 +106,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
         "publish",
         move |s: SocketRef<A>, TryData(data): TryData<(String, rmpv::Value)>, ack: AckSender<A>| {
             let ctx = c.clone();
+            let span = super::event_span(&s, "publish");
             async move {
                 ctx.metrics().event_received();
                 let Ok((room, payload)) = data else {
@@ -123,23 +129,30 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
                 })
                 .ok();
             }
+            .instrument(span)
         },
     );
 
     let c = ctx.clone();
-    socket.on("echo", move |Data(args): Data<Args>, ack: AckSender<A>| {
-        let ctx = c.clone();
-        async move {
-            ctx.metrics().event_received();
-            ack.send(&args).ok();
-        }
-    });
+    socket.on(
+        "echo",
+        move |s: SocketRef<A>, Data(args): Data<Args>, ack: AckSender<A>| {
+            let ctx = c.clone();
+            let span = super::event_span(&s, "echo");
+            async move {
+                ctx.metrics().event_received();
+                ack.send(&args).ok();
+            }
+            .instrument(span)
+        },
+    );
 
     let c = ctx.clone();
     socket.on(
         "ask",
         move |s: SocketRef<A>, Data(args): Data<Args>, ack: AckSender<A>| {
             let ctx = c.clone();
+            let span = super::event_span(&s, "ask");
             async move {
                 ctx.metrics().event_received();
                 // A server-to-client ack round trip: ask the client, relay its answer.
@@ -159,6 +172,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, ctx: &NodeContext) {
                     Err(err) => reply_error(ack, &format!("could not ask the client: {err}")),
                 }
             }
+            .instrument(span)
         },
     );
 }

@@ -145,3 +145,16 @@ impl Service<Request<Incoming>> for Pages {
         })
     }
 }
+
+/// The span of one event an app handles: a child of the request that carried it (a polling
+/// POST through the gateway), or the root of a new trace (a WebSocket frame). Create it in the
+/// synchronous part of the handler, which socketioxide runs while it handles the request.
+pub(crate) fn event_span<A: Adapter>(socket: &SocketRef<A>, event: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        target: corral_adapter_nats::trace::TARGET,
+        "socket.io event",
+        otel.kind = "server",
+        corral.event = event,
+        corral.namespace = socket.ns(),
+    )
+}

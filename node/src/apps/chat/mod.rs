@@ -13,6 +13,7 @@ use std::{
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
+use tracing::Instrument as _;
 
 use serde::{Deserialize, Serialize};
 use socketioxide::{
@@ -118,6 +119,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, io: &SocketIo<A>, ctx: &NodeContext)
               TryData(req): TryData<JoinRequest>,
               ack: AckSender<A>| {
             let ctx = c.clone();
+            let span = super::event_span(&s, "join");
             async move {
                 ctx.metrics().event_received();
                 let member = match req
@@ -163,6 +165,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, io: &SocketIo<A>, ctx: &NodeContext)
                 })
                 .ok();
             }
+            .instrument(span)
         },
     );
 
@@ -171,6 +174,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, io: &SocketIo<A>, ctx: &NodeContext)
         "chat message",
         move |s: SocketRef<A>, TryData(text): TryData<String>, ack: AckSender<A>| {
             let ctx = c.clone();
+            let span = super::event_span(&s, "chat message");
             async move {
                 ctx.metrics().event_received();
                 let Some(member) = s.extensions.get::<Member>() else {
@@ -208,6 +212,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, io: &SocketIo<A>, ctx: &NodeContext)
                     }
                 }
             }
+            .instrument(span)
         },
     );
 
@@ -216,6 +221,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, io: &SocketIo<A>, ctx: &NodeContext)
         "typing",
         move |s: SocketRef<A>, TryData(typing): TryData<bool>| {
             let ctx = c.clone();
+            let span = super::event_span(&s, "typing");
             async move {
                 ctx.metrics().event_received();
                 let (Some(member), Ok(typing)) = (s.extensions.get::<Member>(), typing) else {
@@ -235,6 +241,7 @@ fn setup<A: Adapter>(socket: &SocketRef<A>, io: &SocketIo<A>, ctx: &NodeContext)
                     ctx.metrics().event_emitted();
                 }
             }
+            .instrument(span)
         },
     );
 }

@@ -17,8 +17,8 @@ use socketioxide_core::{
     adapter::{
         BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter, RemoteSocketData, Room,
         RoomParam, SocketEmitter, Spawnable,
-        errors::{AdapterError, BroadcastError},
-        remote_packet::{RequestIn, RequestOut, RequestTypeOut, Response},
+        errors::{AdapterError, BroadcastError, SocketError},
+        remote_packet::{RequestIn, RequestOut, RequestTypeIn, RequestTypeOut, Response},
         request::RemoteRequestHandler,
         stream::AckStream,
     },
@@ -65,6 +65,22 @@ impl Spawnable for ClusterInit {
 impl<E: SocketEmitter, D: Driver> ClusterAdapter<E, D> {
     fn is_local(&self, opts: &BroadcastOptions) -> bool {
         opts.is_local(self.uid)
+    }
+
+    /// Hands a broadcast of this node to its own sockets, measured.
+    fn local_broadcast(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+    ) -> Result<(), Vec<SocketError>> {
+        let metrics = &self.cluster.inner.metrics;
+        if !opts.rooms.is_empty() && metrics.sample_fanout() {
+            metrics.fanout(self.local.sockets(opts.clone()).len());
+        }
+        let started = std::time::Instant::now();
+        let sent = self.local.broadcast(packet, opts);
+        metrics.broadcast(false, started.elapsed());
+        sent
     }
 
     async fn send(&self, req: RequestOut<'_>, target: Option<Uid>) -> Result<(), ClusterError> {
@@ -178,14 +194,13 @@ impl<E: SocketEmitter, D: Driver> CoreAdapter<E> for ClusterAdapter<E, D> {
     ) -> Result<(), BroadcastError> {
         if self.is_local(&opts) {
             return self
-                .local
-                .broadcast(packet, opts)
+                .local_broadcast(packet, opts)
                 .map_err(BroadcastError::from);
         }
         // Encode the request before the local broadcast consumes the packet.
         let req = RequestOut::new(self.uid, RequestTypeOut::Broadcast(&packet), &opts);
         let remote = self.send(req, opts.server_id).await;
-        let local = self.local.broadcast(packet, opts);
+        let local = self.local_broadcast(packet, opts);
         // Local sockets get the packet even when the bus failed; the caller still hears of it.
         remote.map_err(|e| BroadcastError::Adapter(e.into()))?;
         local.map_err(BroadcastError::from)
@@ -345,7 +360,18 @@ impl<E: SocketEmitter, D: Driver> RemoteRequestHandler<E> for ClusterAdapter<E, 
 
 impl<E: SocketEmitter, D: Driver> NamespaceHandler for ClusterAdapter<E, D> {
     fn on_request(self: Arc<Self>, req: RequestIn) {
+        let broadcast = matches!(
+            req.r#type,
+            RequestTypeIn::Broadcast(_) | RequestTypeIn::BroadcastWithAck(_)
+        );
+        let started = std::time::Instant::now();
         RemoteRequestHandler::recv_req(&self, req);
+        if broadcast {
+            self.cluster
+                .inner
+                .metrics
+                .broadcast(true, started.elapsed());
+        }
     }
 }
 

@@ -133,6 +133,27 @@ pub const PUBLISH_FAILURES: MetricDef = MetricDef {
     labels: &["reason"],
     help: "Messages that could not be published, by reason: disconnected (bus down), too_large (over the bus's max payload), encode, other.",
 };
+/// Broadcasts this node delivered to its sockets.
+pub const BROADCASTS: MetricDef = MetricDef {
+    name: "corral_adapter_broadcasts_total",
+    kind: MetricKind::Counter,
+    labels: &["origin"],
+    help: "Broadcasts (emits to rooms or to all) this node handed to its own sockets, by origin: local (from this node) or remote (from another node, over the bus).",
+};
+/// Time to hand one broadcast to the local sockets.
+pub const BROADCAST_DURATION: MetricDef = MetricDef {
+    name: "corral_adapter_broadcast_duration_seconds",
+    kind: MetricKind::Histogram,
+    labels: &["origin"],
+    help: "Time this node took to hand one broadcast to its sockets (find the recipients, encode once, queue to each socket; a remote one includes decoding), by origin: local or remote. The server-side part of delivery latency.",
+};
+/// Local recipients of a room broadcast.
+pub const BROADCAST_FANOUT: MetricDef = MetricDef {
+    name: "corral_adapter_broadcast_fanout",
+    kind: MetricKind::Histogram,
+    labels: &[],
+    help: "Sockets of this node one room broadcast from this node reached (every 8th broadcast is measured, so counting costs little).",
+};
 
 /// Every metric of the adapter.
 pub const CATALOG: &[MetricDef] = &[
@@ -144,6 +165,9 @@ pub const CATALOG: &[MetricDef] = &[
     BUS_CONNECTED,
     DROPPED,
     PUBLISH_FAILURES,
+    BROADCASTS,
+    BROADCAST_DURATION,
+    BROADCAST_FANOUT,
 ];
 
 /// What a bus message carried, for the `kind` label.
@@ -181,6 +205,10 @@ pub struct AdapterMetrics {
     bus_connected: IntGauge,
     dropped: IntCounterVec,
     publish_failures: IntCounterVec,
+    broadcasts: IntCounterVec,
+    broadcast_duration: HistogramVec,
+    fanout: Histogram,
+    fanout_tick: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AdapterMetrics {
@@ -191,7 +219,35 @@ impl AdapterMetrics {
         let buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
+        // Handing a broadcast over takes microseconds to milliseconds.
+        let fast = vec![
+            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+            0.025, 0.05, 0.1,
+        ];
+        let sizes = vec![
+            0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+            10000.0,
+        ];
+        let broadcasts = counter_vec(&BROADCASTS);
+        let broadcast_duration = BROADCAST_DURATION.register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::from(BROADCAST_DURATION.opts()).buckets(fast),
+                BROADCAST_DURATION.labels,
+            ),
+        );
+        for origin in ["local", "remote"] {
+            broadcasts.with_label_values(&[origin]);
+            broadcast_duration.with_label_values(&[origin]);
+        }
         AdapterMetrics {
+            broadcasts,
+            broadcast_duration,
+            fanout: BROADCAST_FANOUT.register(
+                registry,
+                Histogram::with_opts(HistogramOpts::from(BROADCAST_FANOUT.opts()).buckets(sizes)),
+            ),
+            fanout_tick: Default::default(),
             messages: counter_vec(&BUS_MESSAGES),
             bytes: counter_vec(&BUS_BYTES),
             request_duration: REQUEST_DURATION.register(
@@ -208,6 +264,41 @@ impl AdapterMetrics {
             dropped: counter_vec(&DROPPED),
             publish_failures: counter_vec(&PUBLISH_FAILURES),
         }
+        .with_known_labels()
+    }
+
+    /// Every label value known in advance starts at 0, so the first event is a visible
+    /// increase.
+    fn with_known_labels(self) -> Self {
+        for direction in ["out", "in"] {
+            for kind in [
+                MessageKind::Request,
+                MessageKind::Response,
+                MessageKind::Heartbeat,
+                MessageKind::ServerEvent,
+            ] {
+                self.messages.with_label_values(&[direction, kind.label()]);
+                self.bytes.with_label_values(&[direction, kind.label()]);
+            }
+        }
+        for kind in ["rooms", "fetch_sockets", "server_event"] {
+            self.request_duration.with_label_values(&[kind]);
+            self.request_timeouts.with_label_values(&[kind]);
+        }
+        for reason in [
+            "undecodable",
+            "foreign_subject",
+            "no_namespace",
+            "late_response",
+            "duplicate_node_id",
+            "handler_panic",
+        ] {
+            self.dropped.with_label_values(&[reason]);
+        }
+        for reason in ["disconnected", "too_large", "encode", "other"] {
+            self.publish_failures.with_label_values(&[reason]);
+        }
+        self
     }
 
     /// Metrics registered nowhere, for a cluster nobody scrapes.
@@ -245,6 +336,26 @@ impl AdapterMetrics {
 
     pub(crate) fn publish_failed(&self, reason: &str) {
         self.publish_failures.with_label_values(&[reason]).inc();
+    }
+
+    /// One broadcast handed to this node's sockets in `elapsed`; `remote` if another node sent it.
+    pub(crate) fn broadcast(&self, remote: bool, elapsed: Duration) {
+        let origin = if remote { "remote" } else { "local" };
+        self.broadcasts.with_label_values(&[origin]).inc();
+        self.broadcast_duration
+            .with_label_values(&[origin])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Whether to measure the fan-out of this broadcast (every 8th).
+    pub(crate) fn sample_fanout(&self) -> bool {
+        self.fanout_tick
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(8)
+    }
+
+    pub(crate) fn fanout(&self, recipients: usize) {
+        self.fanout.observe(recipients as f64);
     }
 }
 

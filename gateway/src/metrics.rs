@@ -56,6 +56,7 @@ pub const CATALOG: &[MetricDef] = &[
     UPSTREAM_DURATION,
     ERRORS,
     NODES,
+    corral_adapter_nats::trace::SPANS,
 ];
 
 /// The gateway's metrics.
@@ -86,6 +87,7 @@ impl GatewayMetrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .unwrap_or_else(|e| panic!("process collector: {e}"));
+        corral_adapter_nats::trace::register_span_metrics(registry);
         GatewayMetrics {
             requests: counter(&REQUESTS),
             decisions: counter(&DECISIONS),
@@ -100,6 +102,31 @@ impl GatewayMetrics {
             errors: counter(&ERRORS),
             nodes: gauge(&NODES),
         }
+        .with_known_labels()
+    }
+
+    /// Every label value known in advance starts at 0, so the first event is a visible
+    /// increase (node ids are not known in advance).
+    fn with_known_labels(self) -> Self {
+        for kind in ["handshake", "session", "upgrade", "other"] {
+            for class in ["101", "2xx", "3xx", "4xx", "5xx"] {
+                self.requests.with_label_values(&[kind, class]);
+            }
+            self.upstream.with_label_values(&[kind]);
+        }
+        for kind in [
+            "session_unknown",
+            "no_node",
+            "upstream_connect",
+            "upstream",
+            "payload_too_large",
+            "too_many_connections",
+            "drained_session",
+            "node_draining",
+        ] {
+            self.errors.with_label_values(&[kind]);
+        }
+        self
     }
 
     pub(crate) fn request(&self, kind: &str, status: http::StatusCode) {

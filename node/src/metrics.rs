@@ -85,6 +85,7 @@ pub const CATALOG: &[MetricDef] = &[
     DISCONNECTS,
     DRAINING,
     INFO,
+    corral_adapter_nats::trace::SPANS,
 ];
 
 /// The node's metrics and the registry that exports them.
@@ -129,6 +130,7 @@ impl NodeMetrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .unwrap_or_else(|e| panic!("process collector: {e}"));
+        corral_adapter_nats::trace::register_span_metrics(&registry);
         NodeMetrics {
             connected,
             handshakes: counter_vec(&registry, &HANDSHAKES),
@@ -142,6 +144,34 @@ impl NodeMetrics {
             draining: DRAINING.register(&registry, IntGauge::with_opts(DRAINING.opts())),
             registry,
         }
+        .with_known_labels()
+    }
+
+    /// Every label value known in advance starts at 0, so the first event is a visible
+    /// increase (rates over a series that appears with its first event miss that event).
+    fn with_known_labels(self) -> Self {
+        for transport in ["polling", "websocket"] {
+            self.handshakes.with_label_values(&[transport]);
+        }
+        for reason in ["draining", "bad_request"] {
+            self.handshakes_rejected.with_label_values(&[reason]);
+        }
+        for reason in ["unknown_session", "payload_too_large", "bad_request"] {
+            self.requests_rejected.with_label_values(&[reason]);
+        }
+        for reason in [
+            "transport_close",
+            "transport_error",
+            "heartbeat_timeout",
+            "packet_parsing_error",
+            "multiple_http_polling",
+            "client_disconnect",
+            "server_disconnect",
+            "closing_server",
+        ] {
+            self.disconnects.with_label_values(&[reason]);
+        }
+        self
     }
 
     /// Counts an accepted handshake.
@@ -270,7 +300,9 @@ mod tests {
     #[test]
     fn names_follow_prometheus_conventions() {
         for def in CATALOG {
-            assert!(def.name.starts_with("corral_node_"), "{}", def.name);
+            // The process-wide trace counters are shared by nodes and gateways.
+            let shared = def.name == corral_adapter_nats::trace::SPANS.name;
+            assert!(def.name.starts_with("corral_node_") || shared, "{}", def.name);
             assert_eq!(
                 def.kind == MetricKind::Counter,
                 def.name.ends_with("_total"),

@@ -40,9 +40,21 @@ impl CorralProcess {
         log_spec: &str,
         ready: &str,
     ) -> (CorralProcess, serde_json::Value) {
+        CorralProcess::start_env(subcommand, args, &[], log_spec, ready)
+    }
+
+    /// [`CorralProcess::start`] with extra environment variables.
+    pub fn start_env<S: AsRef<OsStr> + Debug>(
+        subcommand: &str,
+        args: &[S],
+        envs: &[(&str, &str)],
+        log_spec: &str,
+        ready: &str,
+    ) -> (CorralProcess, serde_json::Value) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
             .args(["--log-format", "json", subcommand])
             .args(args)
+            .envs(envs.iter().copied())
             .env("CORRAL_LOG", log_spec)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -157,9 +169,20 @@ impl NodeProcess {
     /// Starts `corral node --listen <listen> <args>` with `CORRAL_LOG=<log_spec>` and waits
     /// until it listens.
     pub fn start_with(listen: &str, log_spec: &str, args: &[&str]) -> NodeProcess {
+        NodeProcess::start_env(listen, log_spec, args, &[])
+    }
+
+    /// [`NodeProcess::start_with`] with extra environment variables.
+    pub fn start_env(
+        listen: &str,
+        log_spec: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> NodeProcess {
         let mut argv = vec!["--listen", listen];
         argv.extend_from_slice(args);
-        let (process, line) = CorralProcess::start("node", &argv, log_spec, "node listening");
+        let (process, line) =
+            CorralProcess::start_env("node", &argv, envs, log_spec, "node listening");
         NodeProcess {
             process,
             addr: addr_field(&line, "listen"),

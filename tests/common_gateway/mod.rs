@@ -141,6 +141,15 @@ impl GatewayProcess {
     /// `corral gateway --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --node ID=http://ADDR…
     /// <args>`, waiting until it logs `gateway listening`.
     pub fn start(nodes: &[(&str, SocketAddr)], args: &[&str]) -> GatewayProcess {
+        GatewayProcess::start_env(nodes, args, &[])
+    }
+
+    /// [`GatewayProcess::start`] with extra environment variables.
+    pub fn start_env(
+        nodes: &[(&str, SocketAddr)],
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> GatewayProcess {
         let mut argv: Vec<String> = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
             .iter()
             .map(|s| (*s).to_owned())
@@ -150,7 +159,8 @@ impl GatewayProcess {
             argv.push(format!("{id}=http://{addr}"));
         }
         argv.extend(args.iter().map(|s| (*s).to_owned()));
-        let (process, line) = CorralProcess::start("gateway", &argv, "info", "gateway listening");
+        let (process, line) =
+            CorralProcess::start_env("gateway", &argv, envs, "info", "gateway listening");
         GatewayProcess {
             process,
             addr: addr_field(&line, "listen"),

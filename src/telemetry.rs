@@ -7,7 +7,11 @@
 //! (built before the async runtime exists, as that client requires). A collector that is down
 //! costs the failed batches, counted in `corral_trace_spans_total{outcome="dropped"}`.
 
-use std::{io::IsTerminal, time::Duration};
+use std::{
+    io::IsTerminal,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use corral_adapter_nats::trace::{TARGET, span_counts};
 use opentelemetry::trace::TracerProvider as _;
@@ -142,7 +146,10 @@ fn tracer_provider(service: &str, endpoint: Endpoint) -> anyhow::Result<SdkTrace
     {
         builder = builder.with_timeout(EXPORT_TIMEOUT);
     }
-    let exporter = CountingExporter(builder.build()?);
+    let exporter = CountingExporter {
+        inner: builder.build()?,
+        failing: AtomicBool::new(false),
+    };
     let mut resource = Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(service.to_owned());
@@ -166,33 +173,47 @@ fn tracer_provider(service: &str, endpoint: Endpoint) -> anyhow::Result<SdkTrace
         .build())
 }
 
-/// Counts the spans whose batch the collector accepted or that were lost with a failed one.
+/// Counts the spans whose batch the collector accepted or that were lost with a failed one,
+/// and says when export starts failing and when it works again (not once per batch).
 #[derive(Debug)]
-struct CountingExporter<E>(E);
+struct CountingExporter<E> {
+    inner: E,
+    failing: AtomicBool,
+}
 
 impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len() as u64;
-        let result = self.0.export(batch).await;
+        let result = self.inner.export(batch).await;
         let outcome = if result.is_ok() {
             "exported"
         } else {
             "dropped"
         };
         span_counts().with_label_values(&[outcome]).inc_by(n);
+        let failing = result.is_err();
+        if self.failing.swap(failing, Ordering::Relaxed) != failing {
+            match &result {
+                Err(err) => tracing::warn!(
+                    %err,
+                    "trace export failing: spans are dropped until the collector answers"
+                ),
+                Ok(()) => tracing::info!("trace export works again"),
+            }
+        }
         result
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
+        self.inner.shutdown_with_timeout(timeout)
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.0.force_flush()
+        self.inner.force_flush()
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.0.set_resource(resource);
+        self.inner.set_resource(resource);
     }
 }
 

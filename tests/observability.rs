@@ -257,6 +257,40 @@ async fn a_message_through_the_gateway_to_another_node_is_one_trace() {
             gw.parent.is_empty(),
             "the gateway's span is the root: {gw:?}"
         );
+        // A client cannot choose its trace: the gateway continues only a trusted proxy's.
+        let forged = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let traceparent = format!("00-{forged}-00f067aa0ba902b7-01");
+        let handshakes = |spans: &[SpanSeen]| {
+            spans
+                .iter()
+                .filter(|s| {
+                    s.name == "gateway request"
+                        && s.attributes.get("corral.request").map(String::as_str)
+                            == Some("handshake")
+                })
+                .count()
+        };
+        let before = handshakes(&receiver.spans());
+        let res = common::http(
+            gateway.addr,
+            "GET",
+            "/socket.io/?EIO=4&transport=polling",
+            &[("traceparent", traceparent.as_str())],
+            b"",
+        )
+        .await;
+        assert_eq!(res.status, 200);
+        while handshakes(&receiver.spans()) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the forged handshake's span never came"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            receiver.spans().iter().all(|s| s.trace_id != forged),
+            "a client-chosen trace id was continued"
+        );
         // No payload reaches a span.
         for span in receiver.spans() {
             assert!(

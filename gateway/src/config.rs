@@ -66,7 +66,8 @@ pub struct GatewayConfig {
     pub hash_key: HashKey,
 
     /// Proxy whose `X-Forwarded-For`/`Forwarded` is believed (CIDR, repeatable). The client is
-    /// then the first address from the right that is not a trusted proxy.
+    /// then the first address from the right that is not a trusted proxy. Only such a proxy's
+    /// `traceparent` is continued (others start a new trace).
     #[arg(
         long = "trusted-proxy",
         env = "CORRAL_TRUSTED_PROXY",

@@ -209,8 +209,9 @@ impl Proxy {
         };
         let upgrade = is_websocket_upgrade(req.headers());
         let label = kind.label(upgrade);
-        // The request's span: a trace continues from the client's traceparent, if it sent one,
-        // and on to the node in the forwarded request's headers.
+        // The request's span, continued on the node through the forwarded request's headers.
+        // A trace started upstream is continued only from a trusted proxy: a client could
+        // otherwise choose its trace id and force sampling.
         let span = tracing::debug_span!(
             target: corral_adapter_nats::trace::TARGET,
             "gateway request",
@@ -221,7 +222,9 @@ impl Proxy {
             corral.route = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
-        corral_adapter_nats::trace::adopt_http(&span, req.headers());
+        if self.router.is_trusted(peer.ip()) {
+            corral_adapter_nats::trace::adopt_http(&span, req.headers());
+        }
         let res = self
             .handle_in_span(req, peer, slot, kind, upgrade, label)
             .instrument(span.clone())

@@ -93,7 +93,9 @@ impl Router {
             .unwrap_or(peer)
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of the `--trusted-proxy` networks: only such peers may set the
+    /// client address or continue their own trace.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 

@@ -302,7 +302,11 @@ mod tests {
         for def in CATALOG {
             // The process-wide trace counters are shared by nodes and gateways.
             let shared = def.name == corral_adapter_nats::trace::SPANS.name;
-            assert!(def.name.starts_with("corral_node_") || shared, "{}", def.name);
+            assert!(
+                def.name.starts_with("corral_node_") || shared,
+                "{}",
+                def.name
+            );
             assert_eq!(
                 def.kind == MetricKind::Counter,
                 def.name.ends_with("_total"),

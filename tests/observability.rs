@@ -131,28 +131,7 @@ const TRACE_ENV: &[(&str, &str)] = &[
 ];
 
 fn traced_node(nats: &NatsServer, id: &str, otlp: &str) -> NodeProcess {
-    let url = nats.url();
-    NodeProcess::start_env(
-        "127.0.0.1:0",
-        "info",
-        &[
-            "--app",
-            "bench",
-            "--node-id",
-            id,
-            "--adapter",
-            "nats",
-            "--nats",
-            &url,
-            "--heartbeat-interval",
-            "200ms",
-            "--heartbeat-timeout",
-            "1s",
-            "--otlp-endpoint",
-            otlp,
-        ],
-        TRACE_ENV,
-    )
+    common_nats::start_node_env(nats, id, "bench", &["--otlp-endpoint", otlp], TRACE_ENV)
 }
 
 /// A Socket.IO client over HTTP long-polling, as bare as the test needs.

@@ -177,6 +177,17 @@ impl Drop for NatsServer {
 /// Starts `corral node --app <app> --node-id <id>` in the cluster on `nats`, with the short
 /// heartbeat and request timings of this module, plus `extra` flags.
 pub fn start_node(nats: &NatsServer, id: &str, app: &str, extra: &[&str]) -> NodeProcess {
+    start_node_env(nats, id, app, extra, &[])
+}
+
+/// [`start_node`] with extra environment variables.
+pub fn start_node_env(
+    nats: &NatsServer,
+    id: &str,
+    app: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> NodeProcess {
     let interval = humantime::format_duration(HEARTBEAT_INTERVAL).to_string();
     let timeout = humantime::format_duration(HEARTBEAT_TIMEOUT).to_string();
     let request = humantime::format_duration(REQUEST_TIMEOUT).to_string();
@@ -198,7 +209,7 @@ pub fn start_node(nats: &NatsServer, id: &str, app: &str, extra: &[&str]) -> Nod
         &request,
     ];
     args.extend_from_slice(extra);
-    NodeProcess::start(&args)
+    NodeProcess::start_env("127.0.0.1:0", "info,corral_node=debug", &args, envs)
 }
 
 /// The node ids `/cluster/nodes` of `node` lists, sorted.

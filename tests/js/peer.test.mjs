@@ -1,23 +1,30 @@
 // The Node.js socket.io peer server of the load tester (loadtest/peers/node-socketio): it must
 // speak the bench protocol of docs/loadtest.md exactly as a Corral node does, start and stop
-// the way scripts expect, and its DROP_EVERY fault mode must really lose messages.
+// the way scripts expect, and its DROP_EVERY fault mode must really lose messages. With
+// REDIS_URL several peer processes must act as one server (rooms shared through Redis), also
+// behind nginx with the configuration of loadtest/peers/nginx.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 
 import { repoRoot } from "./support/node.mjs";
 import { ClientPool, Recorder, ack, checkAsk, comparable, connected, nextEvent, withTimeout } from "./support/clients.mjs";
+import { Proc, cleanEnv, freePort, redisServerBin, sleep } from "./support/cluster.mjs";
 
 const PEER_DIR = join(repoRoot, "loadtest/peers/node-socketio");
 const NODE_ID = "peer-test-1";
 /** How long the peer may take to print its listen line. */
 const START_TIMEOUT_MS = 20_000;
 /** Environment variables the peer reads. */
-const PEER_SETTINGS = ["PORT", "HOST", "NODE_ID", "DROP_EVERY"];
+const PEER_SETTINGS = ["PORT", "HOST", "NODE_ID", "DROP_EVERY", "REDIS_URL"];
 /** The protocol's `ask` timeout. */
 const ASK_TIMEOUT_MS = 5_000;
 
@@ -312,5 +319,408 @@ describe("DROP_EVERY (the deliberately faulty mode)", () => {
     assert.equal(delivered, count, `${delivered} of ${2 * count} deliveries: every 2nd should be dropped`);
     a.disconnect();
     b.disconnect();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Cluster mode (REDIS_URL) and nginx in front of it.
+
+/** How long a cross-process delivery through Redis may take before it counts as missing. */
+const CROSS_MS = 10_000;
+/** How long a test waits before concluding that a message does NOT come (it takes ~1 ms). */
+const ABSENCE_MS = 500;
+
+/** Resolves true if something accepts TCP connections on 127.0.0.1:`port`. */
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.setTimeout(1_000);
+    const done = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.on("connect", () => done(true));
+    socket.on("error", () => done(false));
+    socket.on("timeout", () => done(false));
+  });
+}
+
+/**
+ * Runs `bin args(port)` as a {@link Proc} (killed when this file ends) on `port`, or a free one,
+ * and resolves with `{proc, port}` once it accepts connections there. A free port someone takes
+ * before the bind makes the process exit: tried again on another one (not with a fixed `port`).
+ */
+async function startListening(name, bin, args, { port: fixedPort, attempts = 3 } = {}) {
+  let lastError;
+  for (let attempt = 1; attempt <= (fixedPort ? 1 : attempts); attempt++) {
+    const port = fixedPort ?? (await freePort());
+    const argv = args(port);
+    const child = spawn(bin, argv, { cwd: tmpdir(), env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    const proc = new Proc(name, child, argv);
+    const deadline = performance.now() + START_TIMEOUT_MS;
+    for (;;) {
+      // Checked before and after connecting: a port someone else owns also accepts connections.
+      if (proc.exitStatus !== null) break;
+      if ((await canConnect(port)) && proc.exitStatus === null) return { proc, port };
+      if (performance.now() > deadline) {
+        await proc.shutdown();
+        throw new Error(`${name} not accepting connections on port ${port} after ${START_TIMEOUT_MS} ms\n${proc.logText()}`);
+      }
+      await sleep(50);
+    }
+    await proc.closed;
+    lastError = new Error(`${name} exited (${JSON.stringify(proc.exitStatus)}) before accepting connections\n${proc.logText()}`);
+  }
+  throw lastError;
+}
+
+/** A redis-server on 127.0.0.1 (a free port, or `port`), without persistence: `{proc, port, url}`. */
+async function startRedis(port) {
+  const args = (p) => ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+  const started = await startListening("redis-server", redisServerBin, args, { port });
+  return { ...started, url: `redis://127.0.0.1:${started.port}` };
+}
+
+/** Two peers sharing the Redis at `redisUrl`, with node ids `<prefix>-1` and `<prefix>-2`. */
+async function startPeerPair(redisUrl, prefix) {
+  const env = (i) => ({ NODE_ID: `${prefix}-${i}`, ...(redisUrl ? { REDIS_URL: redisUrl } : {}) });
+  const started = await Promise.allSettled([startPeer(env(1)), startPeer(env(2))]);
+  const peers = started.filter((s) => s.status === "fulfilled").map((s) => s.value);
+  const failed = started.find((s) => s.status === "rejected");
+  if (failed) {
+    await Promise.all(peers.map(stopPeer));
+    throw failed.reason;
+  }
+  return peers;
+}
+
+/** Resolves with the first line of `peer`'s output matching `pattern` (stderr is read apart from stdout). */
+async function waitForLine(peer, pattern, timeoutMs = 5_000) {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const line = peer.lines.find((l) => pattern.test(l));
+    if (line) return line;
+    if (performance.now() > deadline) {
+      throw new Error(`no output line matching ${pattern} within ${timeoutMs} ms:\n${peer.lines.join("\n")}`);
+    }
+    await sleep(20);
+  }
+}
+
+/**
+ * `a` publishes `payload` into `room`, where `a` and `b` are members (on different peers): the
+ * ack names `a`'s node, `a` gets its own copy, `b` gets exactly one. "Exactly" is proven with a
+ * marker `a` publishes next: one sender's messages reach another process in order, so once the
+ * marker is in, a second copy of `payload` would have been too.
+ */
+async function checkCrossDelivery(a, b, room, payload, marker) {
+  const [aMessages, bMessages] = [a.socket, b.socket].map((s) => new Recorder(s, "message"));
+  assert.deepEqual(await ack(a.socket, "publish", room, payload), [{ node: a.node }]);
+  assert.deepEqual(comparable(await aMessages.wait()), comparable([room, payload]));
+  await ack(a.socket, "publish", room, marker);
+  await bMessages.wait((_, p) => p === marker, { timeoutMs: CROSS_MS, label: `marker ${marker} on ${b.node}` });
+  assert.deepEqual(comparable(bMessages.received), comparable([[room, payload], [room, marker]]));
+}
+
+/** Connects to `url` and resolves with `{socket, node}`, the node being the one in `hello`. */
+async function connectNode(url, opts = {}) {
+  const { socket, greeting } = await clients.connect(url, opts, "hello");
+  return { socket, node: greeting.node };
+}
+
+describe("REDIS_URL: several processes share rooms through @socket.io/redis-adapter", () => {
+  let redis;
+  let peers;
+  before(async () => {
+    redis = await startRedis();
+    peers = await startPeerPair(redis.url, "redis");
+  });
+  after(async () => {
+    clients.closeAll();
+    await Promise.all((peers ?? []).map(stopPeer));
+    await redis?.proc.shutdown();
+  });
+
+  test("says on stderr which adapter it uses, here and without REDIS_URL", async () => {
+    for (const p of peers) await waitForLine(p, /^\[stderr\] node-socketio peer: adapter: @socket\.io\/redis-adapter on redis:\/\//);
+    await waitForLine(peer, /^\[stderr\] node-socketio peer: adapter: in-memory/);
+    // stdout still carries nothing but the listen line.
+    assert.deepEqual(peers[0].ready, { listen: peers[0].listen, node_id: "redis-1" });
+  });
+
+  for (const [ta, tb] of [
+    ["polling", "websocket"],
+    ["websocket", "polling"],
+  ]) {
+    test(`a publish over ${ta} reaches a member on the other process (${tb}) exactly once, binary intact`, async () => {
+      const a = await connectNode(peers[0].url, { transports: [ta] });
+      const b = await connectNode(peers[1].url, { transports: [tb] });
+      assert.deepEqual([a.node, b.node], ["redis-1", "redis-2"]);
+      const room = `cross-${ta}`;
+      assert.deepEqual(await ack(a.socket, "join", room), [{ room, node: "redis-1" }]);
+      assert.deepEqual(await ack(b.socket, "join", room), [{ room, node: "redis-2" }]);
+      const payload = { text: "héllo", n: [1, 2.5, null], image: Buffer.from([0, 1, 254, 255]) };
+      await checkCrossDelivery(a, b, room, payload, "marker-1");
+      // And the other way round.
+      await checkCrossDelivery(b, a, room, "from b", "marker-2");
+      a.socket.disconnect();
+      b.socket.disconnect();
+    });
+  }
+
+  test("every message of a sender on one process arrives once and in order on the other; other rooms get none", async () => {
+    const sender = await connectNode(peers[0].url);
+    const member = await connectNode(peers[1].url);
+    const outsider = await connectNode(peers[1].url);
+    const [memberMessages, outsiderMessages] = [member.socket, outsider.socket].map((s) => new Recorder(s, "message"));
+    await ack(member.socket, "join", "ordered");
+    await ack(outsider.socket, "join", "elsewhere");
+    const count = 50;
+    for (let i = 0; i < count; i++) assert.deepEqual(await ack(sender.socket, "publish", "ordered", i), [{ node: "redis-1" }]);
+    await memberMessages.wait((_, i) => i === count - 1, { timeoutMs: CROSS_MS });
+    // The outsider's room gets a marker after the rest: it comes after anything misrouted.
+    await ack(sender.socket, "publish", "elsewhere", "marker");
+    await outsiderMessages.wait((_, p) => p === "marker", { timeoutMs: CROSS_MS });
+    assert.deepEqual(
+      memberMessages.received,
+      Array.from({ length: count }, (_, i) => ["ordered", i]),
+    );
+    assert.deepEqual(outsiderMessages.received, [["elsewhere", "marker"]]);
+    for (const c of [sender, member, outsider]) c.socket.disconnect();
+  });
+
+  test("after leave, the other process's member gets nothing more", async () => {
+    const a = await connectNode(peers[0].url);
+    const b = await connectNode(peers[1].url);
+    const bMessages = new Recorder(b.socket, "message");
+    await ack(a.socket, "join", "leaving");
+    await ack(b.socket, "join", "leaving");
+    await ack(b.socket, "join", "barrier");
+    await ack(a.socket, "publish", "leaving", "before");
+    await bMessages.wait((_, p) => p === "before", { timeoutMs: CROSS_MS });
+    await ack(b.socket, "leave", "leaving");
+    await ack(a.socket, "publish", "leaving", "after");
+    await ack(a.socket, "publish", "barrier", "marker");
+    await bMessages.wait((_, p) => p === "marker", { timeoutMs: CROSS_MS });
+    assert.deepEqual(bMessages.received, [["leaving", "before"], ["barrier", "marker"]]);
+    a.socket.disconnect();
+    b.socket.disconnect();
+  });
+
+  test("SIGTERM closes the clients and exits 0 in cluster mode too", async () => {
+    const own = await startPeer({ NODE_ID: "redis-term", REDIS_URL: redis.url });
+    try {
+      const { socket } = await connectNode(own.url);
+      const disconnected = nextEvent(socket, "disconnect");
+      own.child.kill("SIGTERM");
+      assert.deepEqual(await withTimeout(own.exited, 5_000, "waiting for the peer to exit"), { code: 0, signal: null });
+      await disconnected;
+    } finally {
+      await stopPeer(own);
+    }
+  });
+
+  test("a REDIS_URL that is not redis://, or DROP_EVERY with REDIS_URL, is refused at startup", async () => {
+    await assert.rejects(startPeer({ REDIS_URL: "http://127.0.0.1:1" }), /peer exited \(\{"code":2[^]*REDIS_URL .* is unusable/);
+    await assert.rejects(startPeer({ REDIS_URL: redis.url, DROP_EVERY: "2" }), /DROP_EVERY .* cannot be combined with REDIS_URL/);
+  });
+});
+
+describe("without REDIS_URL", () => {
+  test("two processes do NOT share rooms (what REDIS_URL changes is real)", async () => {
+    // A Redis is running, as in cluster mode: only the missing REDIS_URL differs.
+    const redis = await startRedis();
+    let peers = [];
+    try {
+      peers = await startPeerPair(null, "alone");
+      const a = await connectNode(peers[0].url);
+      const b = await connectNode(peers[1].url);
+      const [aMessages, bMessages] = [a.socket, b.socket].map((s) => new Recorder(s, "message"));
+      await ack(a.socket, "join", "shared?");
+      await ack(b.socket, "join", "shared?");
+      assert.deepEqual(await ack(a.socket, "publish", "shared?", "from a"), [{ node: "alone-1" }]);
+      assert.deepEqual(await ack(b.socket, "publish", "shared?", "from b"), [{ node: "alone-2" }]);
+      await aMessages.wait((_, p) => p === "from a");
+      await bMessages.wait((_, p) => p === "from b");
+      // Through Redis the other copy would take about a millisecond.
+      await sleep(ABSENCE_MS);
+      assert.deepEqual(aMessages.received, [["shared?", "from a"]]);
+      assert.deepEqual(bMessages.received, [["shared?", "from b"]]);
+      a.socket.disconnect();
+      b.socket.disconnect();
+    } finally {
+      await Promise.all(peers.map(stopPeer));
+      await redis.proc.shutdown();
+    }
+  });
+});
+
+describe("REDIS_URL: Redis going away and coming back", () => {
+  test("the peers keep serving their own members, log the loss, and share rooms again once Redis is back", async () => {
+    let redis = await startRedis();
+    const port = redis.port;
+    let peers = [];
+    try {
+      peers = await startPeerPair(redis.url, "outage");
+      const a = await connectNode(peers[0].url);
+      const b = await connectNode(peers[1].url);
+      const [aMessages, bMessages] = [a.socket, b.socket].map((s) => new Recorder(s, "message"));
+      await ack(a.socket, "join", "r");
+      await ack(b.socket, "join", "r");
+      await checkCrossDelivery(a, b, "r", "before", "marker-before");
+
+      await redis.proc.shutdown();
+      await waitForLine(peers[0], /\[stderr\] node-socketio peer: redis (publisher|subscriber) .*: /);
+      // Acked and delivered on its own process; lost for the other (logged, not queued).
+      for (let i = 0; i < 5; i++) assert.deepEqual(await ack(a.socket, "publish", "r", `during-${i}`), [{ node: "outage-1" }]);
+      await aMessages.wait((_, p) => p === "during-4");
+      assert.equal(peers[0].exitStatus, null, "the peer must survive losing Redis");
+      assert.equal(peers[1].exitStatus, null, "the peer must survive losing Redis");
+
+      redis = await startRedis(port);
+      // The clients reconnect (≤ 500 ms between tries) and subscribe again: probe until through.
+      const deadline = performance.now() + 15_000;
+      for (let i = 0; ; i++) {
+        await ack(a.socket, "publish", "r", `probe-${i}`);
+        if (await bMessages.wait((_, p) => p === `probe-${i}`, { timeoutMs: 200 }).then(() => true, () => false)) break;
+        assert.ok(performance.now() < deadline, `no cross-process delivery 15 s after Redis came back\n${peers[0].lines.join("\n")}`);
+      }
+      await waitForLine(peers[0], /redis (publisher|subscriber) .*: connected again/);
+      assert.ok(!bMessages.received.some(([, p]) => String(p).startsWith("during-")), "publishes made while Redis was away arrived late");
+      a.socket.disconnect();
+      b.socket.disconnect();
+    } finally {
+      await Promise.all(peers.map(stopPeer));
+      await redis.proc.shutdown();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// nginx (loadtest/peers/nginx/nginx.conf.template) in front of two cluster-mode peers.
+
+/** The Debian package with the nginx binary (/usr/sbin/nginx); ./scripts/setup installs it. */
+const NGINX_PACKAGE = "nginx";
+const NGINX_TEMPLATE = join(repoRoot, "loadtest/peers/nginx/nginx.conf.template");
+
+/** `$NGINX`, else `nginx` on PATH or in the sbin directories PATH may lack; null if none. */
+function findNginx() {
+  if (process.env.NGINX) return existsSync(process.env.NGINX) ? process.env.NGINX : null;
+  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/sbin", "/usr/local/sbin", "/sbin"];
+  return dirs.map((dir) => join(dir, "nginx")).find((path) => path.startsWith("/") && existsSync(path)) ?? null;
+}
+
+/** The template with its three placeholders filled in, as README.md's `envsubst` line does. */
+function renderNginxConf(vars) {
+  const text = readFileSync(NGINX_TEMPLATE, "utf8").replace(/\$\{(LISTEN_PORT|PEER1_PORT|PEER2_PORT)\}/g, (_, name) =>
+    String(vars[name]),
+  );
+  assert.doesNotMatch(text, /\$\{/, "the template has a placeholder this test does not fill in");
+  return text;
+}
+
+/** Options making socket.io-client connect from `localAddress` (polling and WebSocket alike). */
+const fromAddress = (localAddress) => ({ agent: new http.Agent({ localAddress }), localAddress });
+
+describe("nginx in front of two REDIS_URL peers (loadtest/peers/nginx)", () => {
+  let nginxBin;
+  let prefix;
+  let redis;
+  let peers;
+  let nginx;
+  let url;
+  /** A client source address that nginx routes to each peer: node id → 127.0.0.x. */
+  const routes = new Map();
+
+  before(async () => {
+    nginxBin = findNginx();
+    if (!nginxBin) {
+      throw new Error(
+        `nginx not found (${process.env.NGINX ? `NGINX=${process.env.NGINX}` : "not on PATH nor in /usr/sbin"}): install Debian's \`${NGINX_PACKAGE}\` package ` +
+          `(apt-get install -y --no-install-recommends ${NGINX_PACKAGE}; ./scripts/setup should) or set NGINX to the binary`,
+      );
+    }
+    prefix = mkdtempSync(join(tmpdir(), "corral-nginx-"));
+    redis = await startRedis();
+    peers = await startPeerPair(redis.url, "nginx");
+    const conf = join(prefix, "nginx.conf");
+    const ports = { PEER1_PORT: peers[0].listen.split(":").pop(), PEER2_PORT: peers[1].listen.split(":").pop() };
+    nginx = await startListening("nginx", nginxBin, (port) => {
+      writeFileSync(conf, renderNginxConf({ ...ports, LISTEN_PORT: port }));
+      return ["-e", "stderr", "-p", prefix, "-c", conf];
+    });
+    url = `http://127.0.0.1:${nginx.port}`;
+
+    // `hash $remote_addr consistent` puts each address on one peer: find one for each.
+    for (let i = 2; i < 64 && routes.size < 2; i++) {
+      const address = `127.0.0.${i}`;
+      const { socket, node } = await connectNode(url, { transports: ["websocket"], ...fromAddress(address) });
+      socket.disconnect();
+      if (!routes.has(node)) routes.set(node, address);
+    }
+  });
+
+  after(async () => {
+    clients.closeAll();
+    await nginx?.proc.shutdown();
+    await Promise.all((peers ?? []).map(stopPeer));
+    await redis?.proc.shutdown();
+    if (prefix) rmSync(prefix, { recursive: true, force: true });
+  });
+
+  test("nginx -t accepts the rendered template", () => {
+    const conf = join(prefix, "nginx.conf");
+    const check = spawnSync(nginxBin, ["-e", "stderr", "-t", "-p", prefix, "-c", conf], { encoding: "utf8" });
+    assert.equal(check.status, 0, `nginx -t failed:\n${check.stderr}`);
+    assert.match(check.stderr, /test is successful/);
+  });
+
+  test("spreads loopback clients over both peers by source address, and keeps each address on its peer", async () => {
+    assert.deepEqual([...routes.keys()].sort(), ["nginx-1", "nginx-2"], `addresses 127.0.0.2-63 all went to one peer: ${JSON.stringify([...routes])}`);
+    for (const [node, address] of routes) {
+      for (const transports of [["polling"], ["websocket"]]) {
+        const again = await connectNode(url, { transports, ...fromAddress(address) });
+        assert.equal(again.node, node, `${address} over ${transports} went to ${again.node}, before to ${node}`);
+        again.socket.disconnect();
+      }
+    }
+  });
+
+  for (const [what, opts] of [
+    ["default transports (polling, then the upgrade to WebSocket)", {}],
+    ["WebSocket only", { transports: ["websocket"] }],
+  ]) {
+    test(`${what}: a publish crosses from one peer to the other through nginx`, async () => {
+      const [a, b] = await Promise.all(
+        ["nginx-1", "nginx-2"].map((node) => connectNode(url, { ...opts, ...fromAddress(routes.get(node)) })),
+      );
+      assert.deepEqual([a.node, b.node], ["nginx-1", "nginx-2"]);
+      for (const { socket } of [a, b]) {
+        // The upgrade goes through nginx's Upgrade/Connection headers (or fails back to polling).
+        if (socket.io.engine.transport.name !== "websocket") await nextEvent(socket.io.engine, "upgrade");
+        assert.equal(socket.io.engine.transport.name, "websocket");
+      }
+      const room = `via-nginx-${opts.transports ? "ws" : "default"}`;
+      await ack(a.socket, "join", room);
+      await ack(b.socket, "join", room);
+      await checkCrossDelivery(a, b, room, { n: 1, bytes: Buffer.from("through nginx") }, "marker-1");
+      await checkCrossDelivery(b, a, room, "and back", "marker-2");
+      a.socket.disconnect();
+      b.socket.disconnect();
+    });
+  }
+
+  test("long-polling only: large payloads both ways, across peers", async () => {
+    const [a, b] = await Promise.all(
+      ["nginx-1", "nginx-2"].map((node) => connectNode(url, { transports: ["polling"], ...fromAddress(routes.get(node)) })),
+    );
+    assert.deepEqual([a.node, b.node], ["nginx-1", "nginx-2"]);
+    await ack(a.socket, "join", "big");
+    await ack(b.socket, "join", "big");
+    // 300 kB in a POST through nginx to peer 1, then in a long-polling GET from peer 2.
+    await checkCrossDelivery(a, b, "big", "x".repeat(300_000), "marker");
+    assert.equal(a.socket.io.engine.transport.name, "polling");
+    a.socket.disconnect();
+    b.socket.disconnect();
   });
 });

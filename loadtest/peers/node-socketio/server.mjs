@@ -6,17 +6,29 @@
 //   HOST        address to listen on (default 127.0.0.1)
 //   NODE_ID     the id reported in `hello`, `join` and `publish` answers (default node-js-<port>)
 //   DROP_EVERY  N > 0: a deliberately FAULTY mode, see `dropEvery` below (0 or unset: off)
+//   REDIS_URL   e.g. redis://127.0.0.1:6379: cluster mode, see below (unset or empty: off)
+//
+// Cluster mode: with REDIS_URL set, rooms and broadcasts go through `@socket.io/redis-adapter`,
+// so several of these processes on one Redis act as one server: a `publish` reaches the room's
+// members on every process, each exactly once. Put them behind a proxy with sticky sessions
+// (loadtest/peers/nginx) or give the load tester one --url per process. Without REDIS_URL the
+// in-memory adapter of socket.io is used and nothing of Redis is even loaded. Startup waits for
+// Redis (up to REDIS_CONNECT_TIMEOUT_MS, then exits 2); once up, losing Redis is logged on
+// stderr and the clients reconnect on their own; publishes meanwhile reach this process's own
+// members only.
 //
 // Once listening it prints one JSON line on stdout, e.g.
 //   {"listen":"127.0.0.1:40123","node_id":"node-js-40123"}
-// and nothing else there (diagnostics go to stderr). SIGTERM (or SIGINT) closes every connection
-// and exits 0.
+// and nothing else there (diagnostics, including one line naming the adapter in use, go to
+// stderr). SIGTERM (or SIGINT) closes every connection and exits 0.
 
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
 /** How long `ask` waits for the client's answer (the protocol says 5 s). */
 const ASK_TIMEOUT_MS = 5_000;
+/** How long startup waits for Redis to accept both connections before giving up. */
+const REDIS_CONNECT_TIMEOUT_MS = 10_000;
 
 function fail(why) {
   console.error(`node-socketio peer: ${why}`);
@@ -47,8 +59,109 @@ const dropEvery = intEnv("DROP_EVERY", 0, 0, Number.MAX_SAFE_INTEGER);
 let deliveries = 0;
 if (dropEvery) console.error(`node-socketio peer: FAULTY MODE: dropping every ${dropEvery}th message delivery`);
 
+const redisUrl = process.env.REDIS_URL || "";
+// The faulty mode counts and skips deliveries to this process's own sockets; messages relayed
+// from other processes would bypass it, so its numbers would mean nothing in a cluster.
+if (dropEvery && redisUrl) fail("DROP_EVERY is a single-process test fixture and cannot be combined with REDIS_URL");
+
+/** `url` with its password (if any) masked, for logs. */
+function redactUrl(url) {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.href;
+  } catch {
+    return url;
+  }
+}
+
+/**
+ * Connects the two Redis clients the adapter needs (one publishes, one subscribes) and resolves
+ * with `{adapter, subClient, shown}` (the adapter factory for `new Server`, the subscriber, the
+ * URL for logs) once both are connected. Exits 2 if REDIS_URL is unusable or Redis does not
+ * answer within REDIS_CONNECT_TIMEOUT_MS.
+ */
+async function redisAdapter(url) {
+  const shown = redactUrl(url);
+  // Loaded only here: without REDIS_URL the peer is exactly the single-process server it was.
+  const [{ createClient }, { createAdapter }] = await Promise.all([import("redis"), import("@socket.io/redis-adapter")]);
+  let pubClient;
+  try {
+    // No offline queue: while Redis is away a PUBLISH fails at once instead of piling up in
+    // memory and reaching the other processes late, long after the load tester gave up on it.
+    pubClient = createClient({ url, disableOfflineQueue: true });
+  } catch (err) {
+    fail(`REDIS_URL ${JSON.stringify(shown)} is unusable: ${err.message}`);
+  }
+  const subClient = pubClient.duplicate();
+  let lastError = null;
+  for (const [role, client] of [["publisher", pubClient], ["subscriber", subClient]]) {
+    // Without an `error` listener a lost connection would crash the process. The clients retry
+    // every ≤ 500 ms while Redis is away: log each distinct error once per outage, not per try.
+    let logged = null;
+    client.on("error", (err) => {
+      lastError = err;
+      if (err.message === logged) return;
+      logged = err.message;
+      console.error(`node-socketio peer: redis ${role} (${shown}): ${err.message}`);
+    });
+    client.on("ready", () => {
+      if (logged !== null) console.error(`node-socketio peer: redis ${role} (${shown}): connected again`);
+      logged = null;
+    });
+  }
+  // The adapter does not wait for (nor catch) its PUBLISHes: one failing while Redis is away
+  // rejects a promise nobody handles, which would end the process. Log it instead, repeats of
+  // the same error at most every 5 s (under load there is one per publish).
+  const repeats = { message: null, at: 0, hidden: 0 };
+  process.on("unhandledRejection", (err) => {
+    const message = err?.message ?? String(err);
+    const now = Date.now();
+    if (message === repeats.message && now - repeats.at < 5_000) {
+      repeats.hidden += 1;
+      return;
+    }
+    const hidden = repeats.hidden ? ` (${repeats.hidden} more of the previous one not shown)` : "";
+    Object.assign(repeats, { message, at: now, hidden: 0 });
+    console.error(`node-socketio peer: unhandled rejection (a Redis command, typically): ${message}${hidden}`);
+  });
+
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`no connection within ${REDIS_CONNECT_TIMEOUT_MS / 1000} s (last error: ${lastError?.message ?? "none"})`)),
+      REDIS_CONNECT_TIMEOUT_MS,
+    );
+  });
+  try {
+    await Promise.race([Promise.all([pubClient.connect(), subClient.connect()]), deadline]);
+  } catch (err) {
+    fail(`cannot connect to Redis at ${shown}: ${err.message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+  return { adapter: createAdapter(pubClient, subClient), subClient, shown };
+}
+
+const cluster = redisUrl ? await redisAdapter(redisUrl) : null;
 const httpServer = createServer();
-const io = new Server(httpServer);
+const io = new Server(httpServer, cluster ? { adapter: cluster.adapter } : {});
+if (cluster) {
+  // Creating the server created the main namespace and with it the adapter, which sent its
+  // SUBSCRIBEs on the subscriber connection without waiting for them. Redis answers one
+  // connection's commands in order, so once a SUBSCRIBE of our own sent after them is
+  // confirmed, theirs are too: from the listen line on, no publish of another process is missed.
+  const barrier = `corral-peer-startup#${process.pid}#${Date.now()}`;
+  try {
+    await cluster.subClient.subscribe(barrier, () => {});
+    await cluster.subClient.unsubscribe(barrier);
+  } catch (err) {
+    fail(`cannot subscribe on Redis at ${cluster.shown}: ${err.message}`);
+  }
+  console.error(`node-socketio peer: adapter: @socket.io/redis-adapter on ${cluster.shown} (rooms and broadcasts shared with every peer on it)`);
+} else {
+  console.error("node-socketio peer: adapter: in-memory (this process only; set REDIS_URL to share rooms between processes)");
+}
 // Set once listening: the default depends on the port the OS picked.
 let node;
 
@@ -100,7 +213,9 @@ io.on("connection", (socket) => {
       return ack({ error: "publish takes two arguments: the room name and a payload" });
     }
     // Queued to every member before the ack, as Corral does: a member that gets the ack of a
-    // later request on its own socket has already received this message.
+    // later request on its own socket has already received this message. In cluster mode that
+    // holds for this process's members; the other processes get it through Redis, which keeps
+    // one process's publishes in order.
     deliver(room, payload);
     ack({ node });
   });

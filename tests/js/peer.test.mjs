@@ -9,7 +9,6 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -17,7 +16,7 @@ import { createInterface } from "node:readline";
 
 import { repoRoot } from "./support/node.mjs";
 import { ClientPool, Recorder, ack, checkAsk, comparable, connected, nextEvent, withTimeout } from "./support/clients.mjs";
-import { Proc, cleanEnv, freePort, redisServerBin, sleep } from "./support/cluster.mjs";
+import { sleep, startBroker, startRedisServer } from "./support/cluster.mjs";
 
 const PEER_DIR = join(repoRoot, "loadtest/peers/node-socketio");
 const NODE_ID = "peer-test-1";
@@ -330,57 +329,6 @@ const CROSS_MS = 10_000;
 /** How long a test waits before concluding that a message does NOT come (it takes ~1 ms). */
 const ABSENCE_MS = 500;
 
-/** Resolves true if something accepts TCP connections on 127.0.0.1:`port`. */
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port });
-    socket.setTimeout(1_000);
-    const done = (ok) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.on("connect", () => done(true));
-    socket.on("error", () => done(false));
-    socket.on("timeout", () => done(false));
-  });
-}
-
-/**
- * Runs `bin args(port)` as a {@link Proc} (killed when this file ends) on `port`, or a free one,
- * and resolves with `{proc, port}` once it accepts connections there. A free port someone takes
- * before the bind makes the process exit: tried again on another one (not with a fixed `port`).
- */
-async function startListening(name, bin, args, { port: fixedPort, attempts = 3 } = {}) {
-  let lastError;
-  for (let attempt = 1; attempt <= (fixedPort ? 1 : attempts); attempt++) {
-    const port = fixedPort ?? (await freePort());
-    const argv = args(port);
-    const child = spawn(bin, argv, { cwd: tmpdir(), env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] });
-    const proc = new Proc(name, child, argv);
-    const deadline = performance.now() + START_TIMEOUT_MS;
-    for (;;) {
-      // Checked before and after connecting: a port someone else owns also accepts connections.
-      if (proc.exitStatus !== null) break;
-      if ((await canConnect(port)) && proc.exitStatus === null) return { proc, port };
-      if (performance.now() > deadline) {
-        await proc.shutdown();
-        throw new Error(`${name} not accepting connections on port ${port} after ${START_TIMEOUT_MS} ms\n${proc.logText()}`);
-      }
-      await sleep(50);
-    }
-    await proc.closed;
-    lastError = new Error(`${name} exited (${JSON.stringify(proc.exitStatus)}) before accepting connections\n${proc.logText()}`);
-  }
-  throw lastError;
-}
-
-/** A redis-server on 127.0.0.1 (a free port, or `port`), without persistence: `{proc, port, url}`. */
-async function startRedis(port) {
-  const args = (p) => ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
-  const started = await startListening("redis-server", redisServerBin, args, { port });
-  return { ...started, url: `redis://127.0.0.1:${started.port}` };
-}
-
 /** Two peers sharing the Redis at `redisUrl`, with node ids `<prefix>-1` and `<prefix>-2`. */
 async function startPeerPair(redisUrl, prefix) {
   const env = (i) => ({ NODE_ID: `${prefix}-${i}`, ...(redisUrl ? { REDIS_URL: redisUrl } : {}) });
@@ -432,7 +380,7 @@ describe("REDIS_URL: several processes share rooms through @socket.io/redis-adap
   let redis;
   let peers;
   before(async () => {
-    redis = await startRedis();
+    redis = await startRedisServer();
     peers = await startPeerPair(redis.url, "redis");
   });
   after(async () => {
@@ -529,7 +477,7 @@ describe("REDIS_URL: several processes share rooms through @socket.io/redis-adap
 describe("without REDIS_URL", () => {
   test("two processes do NOT share rooms (what REDIS_URL changes is real)", async () => {
     // A Redis is running, as in cluster mode: only the missing REDIS_URL differs.
-    const redis = await startRedis();
+    const redis = await startRedisServer();
     let peers = [];
     try {
       peers = await startPeerPair(null, "alone");
@@ -557,7 +505,7 @@ describe("without REDIS_URL", () => {
 
 describe("REDIS_URL: Redis going away and coming back", () => {
   test("the peers keep serving their own members, log the loss, and share rooms again once Redis is back", async () => {
-    let redis = await startRedis();
+    let redis = await startRedisServer();
     const port = redis.port;
     let peers = [];
     try {
@@ -577,7 +525,7 @@ describe("REDIS_URL: Redis going away and coming back", () => {
       assert.equal(peers[0].exitStatus, null, "the peer must survive losing Redis");
       assert.equal(peers[1].exitStatus, null, "the peer must survive losing Redis");
 
-      redis = await startRedis(port);
+      redis = await startRedisServer({ port });
       // The clients reconnect (≤ 500 ms between tries) and subscribe again: probe until through.
       const deadline = performance.now() + 15_000;
       for (let i = 0; ; i++) {
@@ -641,11 +589,11 @@ describe("nginx in front of two REDIS_URL peers (loadtest/peers/nginx)", () => {
       );
     }
     prefix = mkdtempSync(join(tmpdir(), "corral-nginx-"));
-    redis = await startRedis();
+    redis = await startRedisServer();
     peers = await startPeerPair(redis.url, "nginx");
     const conf = join(prefix, "nginx.conf");
     const ports = { PEER1_PORT: peers[0].listen.split(":").pop(), PEER2_PORT: peers[1].listen.split(":").pop() };
-    nginx = await startListening("nginx", nginxBin, (port) => {
+    nginx = await startBroker("nginx", nginxBin, (port) => {
       writeFileSync(conf, renderNginxConf({ ...ports, LISTEN_PORT: port }));
       return ["-e", "stderr", "-p", prefix, "-c", conf];
     });

@@ -124,17 +124,18 @@ function canConnect(port) {
 }
 
 /**
- * Starts a broker (`args(port)` on a free port) and resolves with `{proc, port}` once it accepts
- * TCP connections. A port taken by someone else between `freePort` and the bind makes the
- * broker exit: that is retried on another port.
+ * Starts a broker or proxy (`args(port)` on a free port, or on `port`) and resolves with
+ * `{proc, port}` once it accepts TCP connections. A port taken by someone else between
+ * `freePort` and the bind makes the process exit: that is retried on another port (not with a
+ * fixed `port`).
  */
-async function startBroker(name, bin, args, { attempts = 3 } = {}) {
+export async function startBroker(name, bin, args, { port: fixedPort, attempts = 3 } = {}) {
   if (bin.includes("/") && !existsSync(bin)) {
     throw new Error(`${name} not found at ${bin} (run ./scripts/setup --test, or set its environment variable)`);
   }
   let lastError;
-  for (let attempt = 1; attempt <= attempts; attempt++) {
-    const port = await freePort();
+  for (let attempt = 1; attempt <= (fixedPort ? 1 : attempts); attempt++) {
+    const port = fixedPort ?? (await freePort());
     const proc = spawnProc(name, bin, args(port), { cwd: tmpdir() });
     const deadline = performance.now() + START_TIMEOUT_MS;
     for (;;) {
@@ -250,17 +251,15 @@ export async function startNatsCluster({ prefix = "nats" } = {}) {
  * example has a Redis driver it refuses `--driver redis`: that fails here, with a message saying
  * so, rather than skipping.
  */
+/** A redis-server on 127.0.0.1 (a free port, or `port`), without persistence: `{proc, port, url}`. */
+export async function startRedisServer({ port } = {}) {
+  const args = (p) => ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+  const started = await startBroker("redis-server", redisServerBin, args, { port });
+  return { ...started, url: `redis://127.0.0.1:${started.port}` };
+}
+
 export async function startRedisCluster({ prefix = "redis" } = {}) {
-  const { proc: server, port } = await startBroker("redis-server", redisServerBin, (p) => [
-    "--port",
-    String(p),
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-    "--bind",
-    "127.0.0.1",
-  ]);
+  const { proc: server, port } = await startRedisServer();
   let started;
   try {
     started = await startClusterBinary("redis", prefix, ["--driver", "redis", "--redis-url", `redis://127.0.0.1:${port}`]);

@@ -695,6 +695,9 @@ async fn a_dropped_poll_does_not_block_the_next_one() {
         let abandoned = session.start_poll().await;
         n1.wait_polls_taken(&node_sid, taken + 1).await;
         drop(abandoned);
+        // The gateway passes the abort on: the node lets go of the poll (a poll sent before it
+        // did would be a second concurrent one, which Engine.IO refuses).
+        n1.wait_polls_abandoned(1).await;
 
         let next = session.poll().await;
         assert_eq!(

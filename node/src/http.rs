@@ -242,6 +242,18 @@ impl<S> Front<S> {
     }
 }
 
+/// Notes a long-poll whose request went away before it was answered (the client, or the
+/// gateway on its behalf, gave up on it): the session may poll again at once.
+struct PollWaiting(bool);
+
+impl Drop for PollWaiting {
+    fn drop(&mut self) {
+        if self.0 {
+            tracing::debug!("long-poll abandoned before an answer");
+        }
+    }
+}
+
 /// What kind of Engine.IO request this is, decided from the path and query alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EngineRequest {
@@ -346,15 +358,19 @@ where
         Box::pin(
             async move {
                 let res = if long_poll {
-                    tokio::select! {
+                    let mut waiting = PollWaiting(true);
+                    let res = tokio::select! {
                         res = fut => res,
                         () = closing(config.closing.clone()) => {
+                            waiting.0 = false;
                             // The Engine.IO close packet: the client reconnects elsewhere.
                             let mut res = full(StatusCode::OK, "text/plain; charset=UTF-8", "1");
                             res.headers_mut().extend(cors);
                             return Ok(res);
                         }
-                    }
+                    };
+                    waiting.0 = false;
+                    res
                 } else {
                     fut.await
                 };

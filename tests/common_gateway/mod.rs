@@ -114,6 +114,25 @@ impl TestNode {
         .await;
     }
 
+    /// How many long-polls the node has seen abandoned before it answered them.
+    pub fn polls_abandoned(&self) -> usize {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["message"] == "long-poll abandoned before an answer")
+            .count()
+    }
+
+    /// Waits (up to [`STEP`]) until the node has seen `n` long-polls abandoned.
+    pub async fn wait_polls_abandoned(&self, n: usize) {
+        wait_until(
+            &format!("{} sees the poll abandoned", self.id),
+            STEP,
+            async || self.polls_abandoned() == n,
+        )
+        .await;
+    }
+
     /// SIGKILL: no drain, no goodbye.
     pub fn kill(&mut self) {
         self.node.kill();

@@ -10,17 +10,26 @@ use std::{
 
 use corral_loadtest::report::Report;
 
-/// Every port of the local cluster shifted by this much: below the ephemeral range, away from
-/// a demo cluster on the default ports.
-const PORT_OFFSET: u16 = 20_000;
+/// The ports of the local cluster before `CORRAL_LOCAL_PORT_OFFSET`: gateways, nodes, NATS.
+const BASE_PORTS: [u16; 9] = [3000, 3001, 3010, 3011, 4001, 4002, 4003, 4222, 8222];
 
-fn gateway_url(n: u16) -> String {
-    format!("http://127.0.0.1:{}", 3000 + (n - 1) * 10 + PORT_OFFSET)
+/// An offset at which every port of the cluster is free now: from 20 000 up in steps of 100,
+/// below the ephemeral range and away from a demo cluster on the default ports.
+fn free_offset() -> u16 {
+    (0..40u16)
+        .map(|k| 20_000 + k * 100)
+        .find(|offset| {
+            BASE_PORTS
+                .iter()
+                .all(|port| std::net::TcpListener::bind(("127.0.0.1", port + offset)).is_ok())
+        })
+        .expect("no port offset with all the local cluster's ports free")
 }
 
 /// A running `deploy/local/cluster`, stopped when dropped.
 struct LocalCluster {
     state: PathBuf,
+    offset: u16,
 }
 
 impl LocalCluster {
@@ -29,18 +38,18 @@ impl LocalCluster {
     }
 
     /// The environment the script (and a fault command run by the load tester) needs.
-    fn env(state: &Path) -> [(&'static str, String); 3] {
+    fn env(state: &Path, offset: u16) -> [(&'static str, String); 3] {
         [
             ("CORRAL_LOCAL_STATE", state.display().to_string()),
-            ("CORRAL_LOCAL_PORT_OFFSET", PORT_OFFSET.to_string()),
+            ("CORRAL_LOCAL_PORT_OFFSET", offset.to_string()),
             ("CORRAL_BIN", env!("CARGO_BIN_EXE_corral").to_owned()),
         ]
     }
 
-    fn run(state: &Path, args: &[&str]) -> Output {
+    fn run(state: &Path, offset: u16, args: &[&str]) -> Output {
         Command::new(Self::script())
             .args(args)
-            .envs(Self::env(state))
+            .envs(Self::env(state, offset))
             .env_remove("CORRAL_LOG")
             .stdin(Stdio::null())
             .output()
@@ -49,17 +58,22 @@ impl LocalCluster {
 
     fn up() -> LocalCluster {
         let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy-local");
-        // A cluster a failed earlier run left behind.
-        Self::run(&state, &["down"]);
+        // A cluster a failed earlier run left behind (stopped by the pids in its state).
+        Self::run(&state, 0, &["down"]);
         let _ = std::fs::remove_dir_all(&state);
-        let out = Self::run(&state, &["up"]);
-        let cluster = LocalCluster { state };
+        let offset = free_offset();
+        let out = Self::run(&state, offset, &["up"]);
+        let cluster = LocalCluster { state, offset };
         assert!(out.status.success(), "up failed:\n{}", text(&out.stderr));
         cluster
     }
 
     fn command(&self, args: &[&str]) -> Output {
-        Self::run(&self.state, args)
+        Self::run(&self.state, self.offset, args)
+    }
+
+    fn gateway_url(&self, n: u16) -> String {
+        format!("http://127.0.0.1:{}", 3000 + (n - 1) * 10 + self.offset)
     }
 
     /// `corral loadtest chat` through both gateways on the nodes' bench namespace, the
@@ -67,15 +81,15 @@ impl LocalCluster {
     fn loadtest(&self, name: &str, extra: &[&str]) -> (Output, Report) {
         let json = self.state.join(format!("{name}.json"));
         let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["loadtest", "chat", "--url", &gateway_url(1), "--url"])
-            .arg(gateway_url(2))
+            .args(["loadtest", "chat", "--url", &self.gateway_url(1), "--url"])
+            .arg(self.gateway_url(2))
             .args(["--namespace", "/bench", "--sessions", "60", "--rooms", "6"])
             .args(["--message-rate", "4", "--source-ip", "127.0.0.2-127.0.0.31"])
             .args(["--transport-mix", "polling=1,upgrade=1,websocket=1"])
             .args(["--reconnect-delay", "200ms", "--quiet", "--json"])
             .arg(&json)
             .args(extra)
-            .envs(Self::env(&self.state))
+            .envs(Self::env(&self.state, self.offset))
             .stdin(Stdio::null())
             .output()
             .expect("run corral loadtest");

@@ -250,6 +250,7 @@ async fn a_message_through_the_gateway_to_another_node_is_one_trace() {
                 .count()
         };
         let before = handshakes(&receiver.spans());
+        let deadline = Instant::now() + Duration::from_secs(15);
         let res = common::http(
             gateway.addr,
             "GET",

@@ -320,6 +320,9 @@ where
             return Box::pin(async move { Ok(res) });
         }
 
+        if kind == EngineRequest::Handshake {
+            detach_head(&mut req);
+        }
         if kind == EngineRequest::Session && !unseal_sid(&mut req, &self.config.seal) {
             self.ctx.metrics().request_rejected("unknown_session");
             let mut res = session_unknown();
@@ -472,6 +475,23 @@ fn session_unknown() -> Response<HttpBody> {
     )
 }
 
+/// Copies the URI and header values of a request that opens a session out of the connection's
+/// read buffer. socketioxide keeps the handshake's request head for the session's whole life, and
+/// hyper parses heads without copying: each value is a slice of the 8 KiB buffer the head was
+/// read into, and one kept slice keeps the whole buffer — a third of an idle WebSocket session's
+/// memory.
+fn detach_head<B>(req: &mut Request<B>) {
+    if let Ok(uri) = http::Uri::try_from(req.uri().to_string()) {
+        *req.uri_mut() = uri;
+    }
+    for value in req.headers_mut().values_mut() {
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+}
+
 /// Replaces the sealed `sid` of a session request by the plain one socketioxide knows; false
 /// when the seal does not open (a forged, foreign or plain id).
 fn unseal_sid<B>(req: &mut Request<B>, seal: &SessionSeal) -> bool {
@@ -555,6 +575,29 @@ fn numeric_error_code(body: Bytes) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handshake_head_no_longer_points_into_the_read_buffer() {
+        // What hyper hands over: every value a slice of the buffer the head was read into.
+        let buffer = Bytes::from(vec![b'x'; 8192]);
+        let inside = |ptr: *const u8| buffer.as_ptr_range().contains(&ptr);
+        let cookie = buffer.slice(0..16);
+        let mut req = Request::get("/socket.io/?EIO=4&transport=websocket")
+            .body(())
+            .expect("request");
+        let mut value = HeaderValue::from_maybe_shared(cookie).expect("header value");
+        value.set_sensitive(true);
+        req.headers_mut().insert(header::COOKIE, value);
+        assert!(inside(req.headers()[header::COOKIE].as_bytes().as_ptr()));
+
+        detach_head(&mut req);
+
+        let copied = &req.headers()[header::COOKIE];
+        assert_eq!(copied.as_bytes(), &[b'x'; 16]);
+        assert!(copied.is_sensitive());
+        assert!(!inside(copied.as_bytes().as_ptr()));
+        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
+    }
 
     #[test]
     fn query_params_are_found_by_exact_key() {

@@ -88,6 +88,8 @@ pub struct Node {
     pub id: String,
     /// `host:port` to connect to.
     pub address: String,
+    /// `address` parsed once, for the URI of every forwarded request.
+    authority: Result<http::uri::Authority, String>,
     status: Mutex<Status>,
     /// New sessions routed here since its last check, so consecutive choices see the load.
     assigned: AtomicU64,
@@ -118,9 +120,12 @@ pub struct NodeView {
 
 impl Node {
     fn new(id: String, address: String) -> Node {
+        let authority = http::uri::Authority::try_from(address.as_str())
+            .map_err(|e| format!("node {id} has a bad address {address:?}: {e}"));
         Node {
             id,
             address,
+            authority,
             status: Mutex::new(Status {
                 health: Health::Unknown,
                 sessions: 0,
@@ -133,6 +138,11 @@ impl Node {
             tunnels: Tunnels::default(),
             admin_changes: tokio::sync::watch::channel(AdminState::Active).0,
         }
+    }
+
+    /// `address` as a URI authority, or why it is none.
+    pub(crate) fn authority(&self) -> Result<http::uri::Authority, String> {
+        self.authority.clone()
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {

@@ -18,6 +18,7 @@ use std::{
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+    uri::{PathAndQuery, Scheme},
 };
 use http_body_util::{BodyExt, Empty, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
@@ -45,17 +46,20 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 /// Largest open packet the gateway reads to rewrite.
 const MAX_OPEN_PACKET: usize = 64 * 1024;
 /// Headers that concern one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Names built once: removing by a `&str` would parse the name on every request.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Settings of the forwarding path.
 #[derive(Debug, Clone)]
@@ -305,8 +309,8 @@ impl Proxy {
             self.metrics.error("drained_session");
             return session_unknown();
         }
-        let uri = replace_sid(&head.uri, token, session.sid);
-        let forwarded = self.forward(&node, head, body, uri, call);
+        let path = replace_sid(&head.uri, token, session.sid);
+        let forwarded = self.forward(&node, head, body, path, call);
         let result = if long_poll {
             tokio::select! {
                 result = forwarded => result,
@@ -369,7 +373,7 @@ impl Proxy {
                     &choice.node,
                     head.clone(),
                     attempt_body,
-                    head.uri.clone(),
+                    path_of(&head.uri),
                     attempt,
                 )
                 .await
@@ -438,23 +442,23 @@ impl Proxy {
         }
     }
 
-    /// Sends the request to `node` at `uri` and returns the node's answer, streaming its body;
+    /// Sends the request to `node` at `path` and returns the node's answer, streaming its body;
     /// for a WebSocket upgrade, starts the tunnel once the node switched protocols.
     async fn forward(
         &self,
         node: &Arc<Node>,
         head: Head,
         body: Body,
-        uri: Uri,
+        path: PathAndQuery,
         call: Call,
     ) -> Result<Response<Body>, ForwardError> {
-        let target: Uri = format!(
-            "http://{}{}",
-            node.address,
-            uri.path_and_query().map_or("/", |pq| pq.as_str())
-        )
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| ForwardError::Upstream(e.to_string()))?;
+        let authority = node.authority().map_err(ForwardError::Upstream)?;
+        let target = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| ForwardError::Upstream(e.to_string()))?;
         let upgrade = call.on_upgrade.is_some();
         let mut upstream = Request::builder()
             .method(head.method)
@@ -737,21 +741,32 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// `uri` with its `sid=<token>` replaced by `sid=<node sid>`.
-fn replace_sid(uri: &Uri, token: &str, node_sid: &str) -> Uri {
+/// The path and query of `uri`, as forwarded.
+fn path_of(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+}
+
+/// The path and query of `uri` with its `sid=<token>` replaced by `sid=<node sid>`.
+fn replace_sid(uri: &Uri, token: &str, node_sid: &str) -> PathAndQuery {
     let query = uri.query().unwrap_or_default();
-    let rewritten: Vec<String> = query
-        .split('&')
-        .map(|pair| {
-            if pair == format!("sid={token}") {
-                format!("sid={node_sid}")
-            } else {
-                pair.to_owned()
+    let mut rewritten = String::with_capacity(uri.path().len() + 1 + query.len());
+    rewritten.push_str(uri.path());
+    rewritten.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            rewritten.push('&');
+        }
+        match pair.strip_prefix("sid=") {
+            Some(sid) if sid == token => {
+                rewritten.push_str("sid=");
+                rewritten.push_str(node_sid);
             }
-        })
-        .collect();
-    let pq = format!("{}?{}", uri.path(), rewritten.join("&"));
-    pq.parse().unwrap_or_else(|_| uri.clone())
+            _ => rewritten.push_str(pair),
+        }
+    }
+    PathAndQuery::try_from(rewritten).unwrap_or_else(|_| path_of(uri))
 }
 
 /// Removes the headers of one connection; an upgrade keeps `Upgrade` and `Connection: upgrade`.
@@ -768,11 +783,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        if upgrade && (*name == "upgrade" || *name == "connection") {
+    for name in &HOP_BY_HOP {
+        if upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
             continue;
         }
-        headers.remove(*name);
+        headers.remove(name);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -783,28 +798,40 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// address appended to `X-Forwarded-For` and `Forwarded`.
 fn forwarded_headers(mut headers: HeaderMap, peer: SocketAddr, upgrade: bool) -> HeaderMap {
     strip_hop_by_hop(&mut headers, upgrade);
-    let ip = peer.ip();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {ip}"),
-        None => ip.to_string(),
+    let ip = peer.ip().to_string();
+    // Each value is built in one string and handed over without another copy.
+    let appended = |previous: Option<&HeaderValue>, parts: &[&str]| {
+        let previous = previous.and_then(|v| v.to_str().ok());
+        let len =
+            previous.map_or(0, |p| p.len() + 2) + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut value = String::with_capacity(len);
+        if let Some(previous) = previous {
+            value.push_str(previous);
+            value.push_str(", ");
+        }
+        parts.iter().for_each(|part| value.push_str(part));
+        HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
     };
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
+    let xff = appended(headers.get(&X_FORWARDED_FOR), &[&ip]);
+    let forwarded = if peer.is_ipv6() {
+        appended(
+            headers.get(header::FORWARDED),
+            &["for=\"[", &ip, "]\";proto=http"],
+        )
     } else {
-        ip.to_string()
+        appended(
+            headers.get(header::FORWARDED),
+            &["for=", &ip, ";proto=http"],
+        )
     };
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, for={node};proto=http"),
-        None => format!("for={node};proto=http"),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    if let Some(v) = forwarded {
         headers.insert(header::FORWARDED, v);
     }
     headers
-        .entry("x-forwarded-proto")
+        .entry(X_FORWARDED_PROTO.clone())
         .or_insert(HeaderValue::from_static("http"));
     headers
 }

@@ -164,19 +164,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The command runs as a task on the runtime's workers, not on this thread inside
+    // `block_on`: an accept loop here would hand every new connection to a worker thread, a
+    // wake-up and a context switch each.
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Node(config) => run_node(config).await,
-            Command::Gateway(config) => run_gateway(config).await,
-            Command::Up(args) => {
-                let (drain, _signals) = drain_on_signal()?;
-                up::run(args, drain).await
+        let command = tokio::spawn(async move {
+            match cli.command {
+                Command::Node(config) => run_node(config).await,
+                Command::Gateway(config) => run_gateway(config).await,
+                Command::Up(args) => {
+                    let (drain, _signals) = drain_on_signal()?;
+                    up::run(args, drain).await
+                }
+                Command::Emit(config) => config.run().await.map_err(Into::into),
+                Command::Loadtest(args) => return Ok(corral_loadtest::cli::execute(args).await),
+                Command::Probe(args) => probe::run(args).await,
             }
-            Command::Emit(config) => config.run().await.map_err(Into::into),
-            Command::Loadtest(args) => return Ok(corral_loadtest::cli::execute(args).await),
-            Command::Probe(args) => probe::run(args).await,
-        }
-        .map(|()| ExitCode::SUCCESS)
+            .map(|()| ExitCode::SUCCESS)
+        });
+        command
+            .await
+            .unwrap_or_else(|err| Err(anyhow::anyhow!("the command failed: {err}")))
     });
     // Do not wait for stray tasks (e.g. sockets still closing) after the node has stopped.
     runtime.shutdown_timeout(Duration::from_millis(100));
